@@ -1,0 +1,137 @@
+"""The exceptions pocketbatch raises on its own account.
+
+Every one of them derives from :class:`PocketbatchError`, so a single
+``except PocketbatchError`` catches anything the library itself objects to.
+Exceptions raised by *your* node code are never wrapped: they propagate
+unchanged, exactly as in PocketFlow.
+
+The tree::
+
+    PocketbatchError
+    ├── FlowDefinitionError (ValueError)   a graph is wired wrongly
+    │   └── UnknownActionError             a strict flow met an action with no successor
+    ├── NodeTimeoutError (TimeoutError)    one attempt of an async exec ran past `timeout`
+    └── MissingExtraError (ImportError)    an optional part is used but not installed
+
+Example:
+    >>> from pocketbatch import Flow, PocketbatchError
+    >>> try:
+    ...     Flow().run({})
+    ... except PocketbatchError as exc:
+    ...     print(type(exc).__name__)
+    FlowDefinitionError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = (
+    "FlowDefinitionError",
+    "MissingExtraError",
+    "NodeTimeoutError",
+    "PocketbatchError",
+    "UnknownActionError",
+)
+
+
+class PocketbatchError(Exception):
+    """Root of every exception pocketbatch raises itself.
+
+    Example:
+        >>> issubclass(FlowDefinitionError, PocketbatchError)
+        True
+    """
+
+
+class FlowDefinitionError(PocketbatchError, ValueError):
+    """A flow is wired in a way that cannot run.
+
+    Raised by :meth:`Flow.validate` and when a flow without a start node is run.
+    The message names the flow and says how to fix it.
+
+    Example:
+        >>> from pocketbatch import Flow
+        >>> Flow(name="empty").validate()
+        Traceback (most recent call last):
+        ...
+        pocketbatch._errors.FlowDefinitionError: flow 'empty' has no start node; ...
+    """
+
+
+class UnknownActionError(FlowDefinitionError):
+    """A node in a ``strict=True`` flow returned an action that has no successor.
+
+    Non-strict flows (the default, as in PocketFlow) end with a warning instead.
+
+    Attributes:
+        node: name of the node that returned the action.
+        action: the action it returned.
+        known: the actions that node does have successors for.
+
+    Example:
+        >>> err = UnknownActionError("review", "maybe", ["approve", "reject"])
+        >>> err.known
+        ('approve', 'reject')
+    """
+
+    def __init__(self, node: str, action: object, known: Sequence[str]) -> None:
+        self.node = node
+        self.action = action
+        self.known = tuple(known)
+        listed = ", ".join(repr(a) for a in self.known)
+        super().__init__(
+            f"node {node!r} returned action {action!r}, which has no successor "
+            f"(known actions: {listed})"
+        )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[UnknownActionError], tuple[str, object, tuple[str, ...]]]:
+        return (type(self), (self.node, self.action, self.known))
+
+
+class NodeTimeoutError(PocketbatchError, TimeoutError):
+    """One attempt of an async node's ``exec_async`` ran longer than its ``timeout``.
+
+    It counts as a failed attempt: it is retried like any other exception (when
+    :class:`TimeoutError` is covered by ``retry_on``) and reaches
+    ``exec_fallback_async`` after the last attempt.
+
+    Attributes:
+        node: name of the node.
+        attempt: the attempt that timed out, counting from 1.
+        timeout: the limit in seconds.
+
+    Example:
+        >>> print(NodeTimeoutError("fetch", 2, 0.5))
+        node 'fetch' attempt 2 timed out after 0.5 s
+    """
+
+    def __init__(self, node: str, attempt: int, timeout: float) -> None:
+        self.node = node
+        self.attempt = attempt
+        self.timeout = timeout
+        super().__init__(f"node {node!r} attempt {attempt} timed out after {timeout} s")
+
+    def __reduce__(self) -> tuple[type[NodeTimeoutError], tuple[str, int, float]]:
+        return (type(self), (self.node, self.attempt, self.timeout))
+
+
+class MissingExtraError(PocketbatchError, ImportError):
+    """An optional part of pocketbatch was used without its extra installed.
+
+    Example:
+        >>> print(MissingExtraError("pocketbatch serve", "server"))
+        pocketbatch serve needs the 'server' extra: pip install 'pocketbatch[server]'
+    """
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {extra!r} extra: pip install 'pocketbatch[{extra}]'"
+        )
+
+    def __reduce__(self) -> tuple[type[MissingExtraError], tuple[str, str]]:
+        return (type(self), (self.feature, self.extra))
