@@ -129,9 +129,7 @@ class MissingExtraError(PocketbatchError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         self.feature = feature
         self.extra = extra
-        super().__init__(
-            f"{feature} needs the {extra!r} extra: pip install 'pocketbatch[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the {extra!r} extra: pip install 'pocketbatch[{extra}]'")
 
     def __reduce__(self) -> tuple[type[MissingExtraError], tuple[str, str]]:
         return (type(self), (self.feature, self.extra))

@@ -89,9 +89,7 @@ class Observer(Protocol):
     def __call__(self, event: Event, /) -> None: ...
 
 
-current_observer: ContextVar[Observer | None] = ContextVar(
-    "pocketbatch_observer", default=None
-)
+current_observer: ContextVar[Observer | None] = ContextVar("pocketbatch_observer", default=None)
 
 
 @contextmanager

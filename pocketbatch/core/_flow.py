@@ -22,13 +22,14 @@ from pocketbatch.core._node import (
     OnItemError,
     SharedT,
     _Failure,
+    batch_items,
     check_on_item_error,
-    check_positive_int,
     node_name,
-    not_iterable,
+    set_parallel_options,
+    settle_item,
 )
 from pocketbatch.core._parallel import bounded_map
-from pocketbatch.core._retry import RateLimiter, check_non_negative
+from pocketbatch.core._retry import RateLimiter
 
 __all__ = (
     "AsyncBatchFlow",
@@ -272,11 +273,7 @@ class BatchFlow(Flow[SharedT]):
             self.on_item_error = on_item_error
 
     def _param_sets(self, param_list: Any) -> Iterable[Any]:
-        if param_list is None:
-            return []
-        if not isinstance(param_list, Iterable):
-            raise not_iterable(self, param_list)
-        return param_list
+        return batch_items(self, param_list)
 
     def _run_params(self, index: int, params: dict[str, Any], shared: Any) -> Any:
         observer = current_observer.get()
@@ -301,9 +298,7 @@ class BatchFlow(Flow[SharedT]):
 
     def _steps(self, shared: Any) -> Any:
         pr = self.prep(shared)
-        actions = [
-            self._run_params(i, bp, shared) for i, bp in enumerate(self._param_sets(pr))
-        ]
+        actions = [self._run_params(i, bp, shared) for i, bp in enumerate(self._param_sets(pr))]
         return self.post(shared, pr if pr is not None else [], self._exec_res(actions))
 
     def _exec_res(self, actions: list[Any]) -> list[Any] | None:
@@ -390,11 +385,7 @@ class AsyncBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
         index = 0
         async for bp in _each(param_sets):
             action = await _run_params_async(self, index, bp, shared)
-            if type(action) is _Failure:
-                if not collect:
-                    raise action.exc
-                action = ItemError(index, action.exc, 1)
-            actions.append(action)
+            actions.append(settle_item(collect, index, action))
             index += 1
         return await self.post_async(shared, pr if pr is not None else [], self._exec_res(actions))
 
@@ -472,14 +463,7 @@ class AsyncParallelBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
         strict: bool = False,
     ) -> None:
         super().__init__(start, on_item_error=on_item_error, name=name, strict=strict)
-        check_positive_int("max_concurrency", max_concurrency, allow_none=True)
-        check_non_negative("max_per_second", max_per_second, allow_none=True)
-        if max_per_second == 0:
-            raise ValueError("max_per_second must be > 0, or None for no limit")
-        if max_concurrency is not None:
-            self.max_concurrency = max_concurrency
-        if max_per_second is not None:
-            self.max_per_second = max_per_second
+        set_parallel_options(self, max_concurrency, max_per_second)
 
     async def _limited_run(
         self, limiter: RateLimiter | None, shared: Any, index: int, params: dict[str, Any]

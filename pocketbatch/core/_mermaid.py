@@ -16,10 +16,7 @@ __all__ = ("render",)
 def _label(text: str) -> str:
     # Mermaid's entity codes keep quotes and brackets from ending the label.
     return (
-        text.replace("&", "#amp;")
-        .replace('"', "#quot;")
-        .replace("<", "#lt;")
-        .replace(">", "#gt;")
+        text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     )
 
 

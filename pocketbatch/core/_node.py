@@ -133,6 +133,41 @@ def not_iterable(node: object, items: object) -> TypeError:
     )
 
 
+def batch_items(node: object, items: Any) -> Iterable[Any]:
+    """``prep``'s result as the items of a batch: ``None`` is an empty batch."""
+    if items is None:
+        return ()
+    if not isinstance(items, Iterable):
+        raise not_iterable(node, items)
+    return items
+
+
+def settle_item(collect: bool, index: int, result: Any) -> Any:
+    """An item runner's outcome as its entry in the results list.
+
+    A ``_Failure`` is raised (``collect=False``) or becomes an :class:`ItemError`.
+    """
+    if type(result) is _Failure:
+        if not collect:
+            raise result.exc
+        return ItemError(index, result.exc, result.attempts)
+    return result
+
+
+def set_parallel_options(
+    obj: object, max_concurrency: int | None, max_per_second: float | None
+) -> None:
+    """Check and store the options shared by the parallel batch classes."""
+    check_positive_int("max_concurrency", max_concurrency, allow_none=True)
+    check_non_negative("max_per_second", max_per_second, allow_none=True)
+    if max_per_second == 0:
+        raise ValueError("max_per_second must be > 0, or None for no limit")
+    if max_concurrency is not None:
+        obj.max_concurrency = max_concurrency  # type: ignore[attr-defined]
+    if max_per_second is not None:
+        obj.max_per_second = max_per_second  # type: ignore[attr-defined]
+
+
 class _ConditionalTransition:
     """``node - "action"``: waits for ``>> target`` to add the labelled successor."""
 
@@ -234,9 +269,7 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
             ['approve']
         """
         if not isinstance(action, str):
-            raise TypeError(
-                f"Action must be a string, got {type(action).__name__}: {action!r}"
-            )
+            raise TypeError(f"Action must be a string, got {type(action).__name__}: {action!r}")
         if not isinstance(node, BaseNode):
             raise TypeError(
                 f"a successor must be a node or a flow, got {type(node).__name__}: {node!r}"
@@ -446,9 +479,7 @@ class Node(BaseNode[SharedT, PrepT, ExecT]):
         try:
             result = self._attempts(item, index, tally)
         except Exception as exc:
-            observer(
-                Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc)
-            )
+            observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc))
             return _Failure(exc, tally[0])
         observer(Event(EventKind.ITEM_FINISHED, name, item=index))
         return result
@@ -507,20 +538,11 @@ class BatchNode(Node[SharedT, ItemT, ExecT]):
         return None
 
     def _exec(self, items: Any) -> Any:
-        if items is None:
-            return []
-        if not isinstance(items, Iterable):
-            raise not_iterable(self, items)
         collect = self.on_item_error == "collect"
-        results: list[Any] = []
-        for index, item in enumerate(items):
-            result = self._run_item(index, item)
-            if type(result) is _Failure:
-                if not collect:
-                    raise result.exc
-                result = ItemError(index, result.exc, result.attempts)
-            results.append(result)
-        return results
+        return [
+            settle_item(collect, index, self._run_item(index, item))
+            for index, item in enumerate(batch_items(self, items))
+        ]
 
 
 class AsyncNode(Node[SharedT, PrepT, ExecT]):
@@ -641,9 +663,7 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         try:
             result = await self._attempts_async(item, index, tally, limiter)
         except Exception as exc:
-            observer(
-                Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc)
-            )
+            observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc))
             return _Failure(exc, tally[0])
         observer(Event(EventKind.ITEM_FINISHED, name, item=index))
         return result
@@ -749,21 +769,11 @@ class AsyncBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT, ItemT,
             return []
         collect = self.on_item_error == "collect"
         results: list[Any] = []
-
-        def one(result: Any) -> None:
-            index = len(results)
-            if type(result) is _Failure:
-                if not collect:
-                    raise result.exc
-                result = ItemError(index, result.exc, result.attempts)
-            results.append(result)
-
         if isinstance(items, AsyncIterable):
             async for item in items:
-                one(await self._run_item_async(len(results), item))
-        elif isinstance(items, Iterable):
-            for item in items:
-                one(await self._run_item_async(len(results), item))
+                index = len(results)
+                results.append(settle_item(collect, index, await self._run_item_async(index, item)))
         else:
-            raise not_iterable(self, items)
+            for index, item in enumerate(batch_items(self, items)):
+                results.append(settle_item(collect, index, await self._run_item_async(index, item)))
         return results

@@ -28,10 +28,10 @@ from pocketbatch.core._node import (
     SharedT,
     _Failure,
     check_on_item_error,
-    check_positive_int,
     not_iterable,
+    set_parallel_options,
 )
-from pocketbatch.core._retry import RateLimiter, check_non_negative
+from pocketbatch.core._retry import RateLimiter
 
 __all__ = ("AsyncParallelBatchNode", "bounded_map")
 
@@ -200,14 +200,7 @@ class AsyncParallelBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT
     ) -> None:
         AsyncNode.__init__(self, max_retries, wait, timeout=timeout, **options)
         self.on_item_error = check_on_item_error(on_item_error)
-        check_positive_int("max_concurrency", max_concurrency, allow_none=True)
-        check_non_negative("max_per_second", max_per_second, allow_none=True)
-        if max_per_second == 0:
-            raise ValueError("max_per_second must be > 0, or None for no limit")
-        if max_concurrency is not None:
-            self.max_concurrency = max_concurrency
-        if max_per_second is not None:
-            self.max_per_second = max_per_second
+        set_parallel_options(self, max_concurrency, max_per_second)
 
     async def _exec(self, items: Any) -> Any:
         if items is None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextvars
 import os
 from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, Literal
 
 from typing_extensions import TypeVar, Unpack
@@ -14,14 +13,14 @@ from typing_extensions import TypeVar, Unpack
 from pocketbatch.core._events import Event, current_observer, observing
 from pocketbatch.core._node import (
     BatchNode,
-    ItemError,
     ItemT,
     NodeOptions,
     OnItemError,
     SharedT,
     _Failure,
+    batch_items,
     check_positive_int,
-    not_iterable,
+    settle_item,
 )
 
 __all__ = ("ParallelBatchNode",)
@@ -110,6 +109,10 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
         if isinstance(self.executor, Executor):
             workers = self.max_workers or (os.cpu_count() or 1)
             return self.executor, False, 2 * workers
+        # Imported here: the process pool pulls in multiprocessing, which
+        # `import pocketbatch` should not pay for.
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
         if self.executor == "thread":
             pool: Executor = ThreadPoolExecutor(self.max_workers)
             workers = pool._max_workers  # type: ignore[attr-defined]
@@ -143,10 +146,7 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
         return result
 
     def _exec(self, items: Any) -> Any:
-        if items is None:
-            return []
-        if not isinstance(items, Iterable):
-            raise not_iterable(self, items)
+        items = batch_items(self, items)
         collect = self.on_item_error == "collect"
         observe = current_observer.get() is not None
         pool, owned, window = self._open_pool()
@@ -154,12 +154,7 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
         pending: deque[tuple[int, Future[Any]]] = deque()
 
         def settle(index: int, future: Future[Any]) -> None:
-            result = self._collect(future, index)
-            if type(result) is _Failure:
-                if not collect:
-                    raise result.exc
-                result = ItemError(index, result.exc, result.attempts)
-            results[index] = result
+            results[index] = settle_item(collect, index, self._collect(future, index))
 
         try:
             for index, item in enumerate(items):
