@@ -272,6 +272,14 @@ class BatchFlow(Flow[SharedT]):
         if check_on_item_error(on_item_error) != "raise":
             self.on_item_error = on_item_error
 
+    def post(self, shared: SharedT, prep_res: Any, exec_res: Any) -> Any:
+        """Return the next action: ``None`` by default, as in PocketFlow.
+
+        ``exec_res`` is ``None``, or with ``on_item_error="collect"`` the list of
+        each run's last action (an :class:`~pocketbatch.ItemError` where it raised).
+        """
+        return None
+
     def _param_sets(self, param_list: Any) -> Iterable[Any]:
         return batch_items(self, param_list)
 
@@ -374,6 +382,10 @@ class AsyncBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
         [0, 1, 2]
     """
 
+    async def post_async(self, shared: SharedT, prep_res: Any, exec_res: Any) -> Any:
+        """Return the next action: ``None`` by default (see :meth:`BatchFlow.post`)."""
+        return None
+
     async def _steps_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared)
         actions: list[Any] = []
@@ -464,6 +476,10 @@ class AsyncParallelBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
     ) -> None:
         super().__init__(start, on_item_error=on_item_error, name=name, strict=strict)
         set_parallel_options(self, max_concurrency, max_per_second)
+
+    async def post_async(self, shared: SharedT, prep_res: Any, exec_res: Any) -> Any:
+        """Return the next action: ``None`` by default (see :meth:`BatchFlow.post`)."""
+        return None
 
     async def _limited_run(
         self, limiter: RateLimiter | None, shared: Any, index: int, params: dict[str, Any]
