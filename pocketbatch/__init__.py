@@ -23,6 +23,7 @@ from pocketbatch._errors import (
     FlowDefinitionError,
     MissingExtraError,
     NodeTimeoutError,
+    ObserverError,
     PocketbatchError,
     UnknownActionError,
 )
@@ -68,6 +69,7 @@ __all__ = (
     "NodeOptions",
     "NodeTimeoutError",
     "Observer",
+    "ObserverError",
     "ParallelBatchNode",
     "PocketbatchError",
     "UnknownActionError",

@@ -11,6 +11,7 @@ The tree::
     ├── FlowDefinitionError (ValueError)   a graph is wired wrongly
     │   └── UnknownActionError             a strict flow met an action with no successor
     ├── NodeTimeoutError (TimeoutError)    one attempt of an async exec ran past `timeout`
+    ├── ObserverError                      an observer raised; the run stops
     └── MissingExtraError (ImportError)    an optional part is used but not installed
 
 Example:
@@ -25,11 +26,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = (
     "FlowDefinitionError",
     "MissingExtraError",
     "NodeTimeoutError",
+    "ObserverError",
     "PocketbatchError",
     "UnknownActionError",
 )
@@ -85,10 +88,8 @@ class UnknownActionError(FlowDefinitionError):
             f"(known actions: {listed})"
         )
 
-    def __reduce__(
-        self,
-    ) -> tuple[type[UnknownActionError], tuple[str, object, tuple[str, ...]]]:
-        return (type(self), (self.node, self.action, self.known))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.action, self.known), self.__dict__)
 
 
 class NodeTimeoutError(PocketbatchError, TimeoutError):
@@ -114,8 +115,40 @@ class NodeTimeoutError(PocketbatchError, TimeoutError):
         self.timeout = timeout
         super().__init__(f"node {node!r} attempt {attempt} timed out after {timeout} s")
 
-    def __reduce__(self) -> tuple[type[NodeTimeoutError], tuple[str, int, float]]:
-        return (type(self), (self.node, self.attempt, self.timeout))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.attempt, self.timeout), self.__dict__)
+
+
+class ObserverError(PocketbatchError):
+    """An observer raised while being told about an event; the run stops.
+
+    An observer's bug is never mistaken for a failure of the node or item it was
+    observing: it is not retried, not collected as an
+    :class:`~pocketbatch.ItemError`, and it ends the run. The observer's own
+    exception is the ``__cause__``.
+
+    Attributes:
+        event: the event the observer was given.
+
+    Example:
+        >>> from pocketbatch import Node, ObserverError
+        >>> def broken(event):
+        ...     raise KeyError(event.kind)
+        >>> try:
+        ...     Node(name="n").run({}, observer=broken)
+        ... except ObserverError as exc:
+        ...     print(exc)
+        observer raised KeyError(<EventKind.NODE_STARTED: 'node_started'>) on node_started of 'n'
+    """
+
+    def __init__(self, event: Any, error: BaseException | None = None) -> None:
+        self.event = event
+        kind = getattr(event, "kind", event)
+        node = getattr(event, "node", None)
+        super().__init__(f"observer raised {error!r} on {kind} of {node!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.event,), self.__dict__)
 
 
 class MissingExtraError(PocketbatchError, ImportError):
@@ -131,5 +164,5 @@ class MissingExtraError(PocketbatchError, ImportError):
         self.extra = extra
         super().__init__(f"{feature} needs the {extra!r} extra: pip install 'pocketbatch[{extra}]'")
 
-    def __reduce__(self) -> tuple[type[MissingExtraError], tuple[str, str]]:
-        return (type(self), (self.feature, self.extra))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.feature, self.extra), self.__dict__)

@@ -7,7 +7,9 @@ so two runs side by side, in threads or tasks, each report to their own observer
 There is no global registry.
 
 Observers are called synchronously, on the thread that runs the node; keep them
-quick. An exception raised by an observer propagates into the run.
+quick (and thread-safe when nodes run on a thread pool). An exception raised by
+an observer stops the run as :class:`~pocketbatch.ObserverError`: it is never
+taken for a failure of the node or item being observed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
+
+from pocketbatch._errors import ObserverError
 
 __all__ = ("Event", "EventKind", "Observer")
 
@@ -98,8 +102,25 @@ def observing(observer: Observer | None) -> Iterator[None]:
     if observer is None:
         yield
         return
-    token = current_observer.set(observer)
+    token = current_observer.set(_guarded(observer))
     try:
         yield
     finally:
         current_observer.reset(token)
+
+
+def _guarded(observer: Observer) -> Observer:
+    """``observer``, with its exceptions turned into :class:`ObserverError`."""
+    if getattr(observer, "_pocketbatch_guarded", False):
+        return observer
+
+    def call(event: Event, /) -> None:
+        try:
+            observer(event)
+        except ObserverError:
+            raise
+        except Exception as exc:
+            raise ObserverError(event, exc) from exc
+
+    call._pocketbatch_guarded = True  # type: ignore[attr-defined]
+    return call

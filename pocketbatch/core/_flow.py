@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, Iterable
 from functools import partial
 from typing import Any
 
-from pocketbatch._errors import FlowDefinitionError, UnknownActionError
+from pocketbatch._errors import FlowDefinitionError, ObserverError, UnknownActionError
 from pocketbatch.core._events import Event, EventKind, current_observer
 from pocketbatch.core._node import (
     AsyncNode,
@@ -74,7 +74,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
     """
 
     _EVENTS = (EventKind.FLOW_STARTED, EventKind.FLOW_FINISHED, EventKind.FLOW_FAILED)
-    strict: bool = False
+    _pb_strict: bool = False
     start_node: BaseNode[Any, Any, Any] | None = None
 
     def __init__(
@@ -85,13 +85,9 @@ class Flow(BaseNode[SharedT, Any, Any]):
         strict: bool = False,
     ) -> None:
         super().__init__(name=name)
-        if start is not None and not isinstance(start, BaseNode):
-            raise TypeError(
-                f"start must be a node or a flow, got {type(start).__name__}: {start!r}"
-            )
-        self.start_node = start
+        self.start_node = _check_start(start, allow_none=True)
         if strict:
-            self.strict = True
+            self._pb_strict = True
 
     def start(self, start: BaseNode[Any, Any, Any]) -> BaseNode[Any, Any, Any]:
         """Set the first node and return it, so wiring can go on from there.
@@ -103,7 +99,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
             >>> flow.start_node is first
             True
         """
-        self.start_node = start
+        self.start_node = _check_start(start, allow_none=False)
         return start
 
     def get_next_node(
@@ -120,7 +116,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
         """
         nxt = curr.successors.get(action or "default")
         if nxt is None and curr.successors:
-            if self.strict:
+            if self._pb_strict:
                 raise UnknownActionError(node_name(curr), action, list(curr.successors))
             warnings.warn(
                 f"Flow ends: '{action}' not found in {list(curr.successors)}", stacklevel=4
@@ -133,7 +129,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
                 f"flow {node_name(self)!r} has no start node; "
                 "pass Flow(start=node) or call flow.start(node)"
             )
-        return self.start_node.__copy__()
+        return self.start_node._pb_copy()
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr: BaseNode[Any, Any, Any] | None = self._first()
@@ -143,7 +139,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
             curr.set_params(p)
             last_action = curr._run(shared)
             nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt.__copy__()
+            curr = None if nxt is None else nxt._pb_copy()
         return last_action
 
     def _steps(self, shared: Any) -> Any:
@@ -192,6 +188,14 @@ class Flow(BaseNode[SharedT, Any, Any]):
         from pocketbatch.core._mermaid import render
 
         return render(self)
+
+
+def _check_start(
+    start: BaseNode[Any, Any, Any] | None, *, allow_none: bool
+) -> BaseNode[Any, Any, Any] | None:
+    if (start is None and allow_none) or isinstance(start, BaseNode):
+        return start
+    raise TypeError(f"start must be a node or a flow, got {type(start).__name__}: {start!r}")
 
 
 def _collect_problems(flow: Flow[Any], problems: list[str], seen: set[int]) -> None:
@@ -258,7 +262,7 @@ class BatchFlow(Flow[SharedT]):
         ['hi ada', 'hi alan']
     """
 
-    on_item_error: OnItemError = "raise"
+    _pb_on_item_error: OnItemError = "raise"
 
     def __init__(
         self,
@@ -270,7 +274,7 @@ class BatchFlow(Flow[SharedT]):
     ) -> None:
         super().__init__(start, name=name, strict=strict)
         if check_on_item_error(on_item_error) != "raise":
-            self.on_item_error = on_item_error
+            self._pb_on_item_error = on_item_error
 
     def post(self, shared: SharedT, prep_res: Any, exec_res: Any) -> Any:
         """Return the next action: ``None`` by default, as in PocketFlow.
@@ -286,19 +290,23 @@ class BatchFlow(Flow[SharedT]):
     def _run_params(self, index: int, params: dict[str, Any], shared: Any) -> Any:
         observer = current_observer.get()
         if observer is None:
-            if self.on_item_error == "raise":
+            if self._pb_on_item_error == "raise":
                 return self._orch(shared, {**self.params, **params})
             try:
                 return self._orch(shared, {**self.params, **params})
+            except ObserverError:
+                raise
             except Exception as exc:
                 return ItemError(index, exc, 1)
         name = node_name(self)
         observer(Event(EventKind.ITEM_STARTED, name, item=index))
         try:
             action = self._orch(shared, {**self.params, **params})
+        except ObserverError:
+            raise
         except Exception as exc:
             observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=1, error=exc))
-            if self.on_item_error == "raise":
+            if self._pb_on_item_error == "raise":
                 raise
             return ItemError(index, exc, 1)
         observer(Event(EventKind.ITEM_FINISHED, name, item=index, action=action))
@@ -310,7 +318,7 @@ class BatchFlow(Flow[SharedT]):
         return self.post(shared, pr if pr is not None else [], self._exec_res(actions))
 
     def _exec_res(self, actions: list[Any]) -> list[Any] | None:
-        return actions if self.on_item_error == "collect" else None
+        return actions if self._pb_on_item_error == "collect" else None
 
 
 class AsyncFlow(Flow[SharedT], AsyncNode[SharedT, Any, Any]):
@@ -345,12 +353,12 @@ class AsyncFlow(Flow[SharedT], AsyncNode[SharedT, Any, Any]):
             curr.set_params(p)
             if isinstance(curr, AsyncNode):
                 last_action = await curr._run_async(shared)
-            elif curr.offload:
+            elif curr._pb_offload:
                 last_action = await asyncio.to_thread(curr._run, shared)
             else:
                 last_action = curr._run(shared)
             nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt.__copy__()
+            curr = None if nxt is None else nxt._pb_copy()
         return last_action
 
     async def _steps_async(self, shared: Any) -> Any:
@@ -389,7 +397,7 @@ class AsyncBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
     async def _steps_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared)
         actions: list[Any] = []
-        collect = self.on_item_error == "collect"
+        collect = self._pb_on_item_error == "collect"
         if isinstance(pr, AsyncIterable):
             param_sets: Any = pr
         else:
@@ -411,6 +419,8 @@ async def _run_params_async(
         observer(Event(EventKind.ITEM_STARTED, node_name(flow), item=index))
     try:
         action = await flow._orch_async(shared, {**flow.params, **params})
+    except ObserverError:
+        raise
     except Exception as exc:
         if observer is not None:
             observer(
@@ -461,8 +471,8 @@ class AsyncParallelBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
         [(1, 2), (2, 4), (3, 6)]
     """
 
-    max_concurrency: int | None = None
-    max_per_second: float | None = None
+    _pb_max_concurrency: int | None = None
+    _pb_max_per_second: float | None = None
 
     def __init__(
         self,
@@ -490,12 +500,12 @@ class AsyncParallelBatchFlow(AsyncFlow[SharedT], BatchFlow[SharedT]):
 
     async def _steps_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared)
-        limiter = RateLimiter(self.max_per_second) if self.max_per_second else None
+        limiter = RateLimiter(self._pb_max_per_second) if self._pb_max_per_second else None
         actions = await bounded_map(
             partial(self._limited_run, limiter, shared),
             pr if isinstance(pr, AsyncIterable) else self._param_sets(pr),
-            limit=self.max_concurrency,
-            collect=self.on_item_error == "collect",
+            limit=self._pb_max_concurrency,
+            collect=self._pb_on_item_error == "collect",
             owner=self,
         )
         return await self.post_async(shared, pr if pr is not None else [], self._exec_res(actions))

@@ -10,15 +10,17 @@ Only :mod:`pocketbatch.core._parallel` spawns tasks; nodes here run items one by
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import warnings
 from collections.abc import AsyncIterable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, Self, cast
+from typing import Any, ClassVar, Generic, Literal, Self, cast, overload
 
 from typing_extensions import TypedDict, TypeVar, Unpack
 
-from pocketbatch._errors import NodeTimeoutError
+from pocketbatch._errors import NodeTimeoutError, ObserverError
 from pocketbatch.core._events import Event, EventKind, Observer, current_observer, observing
 from pocketbatch.core._retry import (
     ExceptionTypes,
@@ -52,8 +54,13 @@ class NodeOptions(TypedDict, total=False):
 
     Example:
         >>> from pocketbatch import Node
-        >>> Node(max_retries=3, wait=0.5, backoff=2.0, max_wait=10, jitter=0.1).backoff
-        2.0
+        >>> node = Node(max_retries=3, wait=0.5, backoff=2.0, max_wait=10, jitter=0.1)
+        >>> node.max_retries, node.wait
+        (3, 0.5)
+
+    pocketbatch keeps these options in private ``_pb_*`` attributes, so a PocketFlow
+    subclass that already uses ``self.timeout`` or ``self.backoff`` for its own
+    purposes keeps working unchanged.
     """
 
     backoff: float
@@ -134,8 +141,9 @@ def not_iterable(node: object, items: object) -> TypeError:
 
 
 def batch_items(node: object, items: Any) -> Iterable[Any]:
-    """``prep``'s result as the items of a batch: ``None`` is an empty batch."""
-    if items is None:
+    """``prep``'s result as the items of a batch: ``None`` (or another falsy
+    non-iterable, as PocketFlow's ``items or []``) is an empty batch."""
+    if items is None or (not isinstance(items, Iterable) and not items):
         return ()
     if not isinstance(items, Iterable):
         raise not_iterable(node, items)
@@ -163,9 +171,55 @@ def set_parallel_options(
     if max_per_second == 0:
         raise ValueError("max_per_second must be > 0, or None for no limit")
     if max_concurrency is not None:
-        obj.max_concurrency = max_concurrency  # type: ignore[attr-defined]
+        obj._pb_max_concurrency = max_concurrency  # type: ignore[attr-defined]
     if max_per_second is not None:
-        obj.max_per_second = max_per_second  # type: ignore[attr-defined]
+        obj._pb_max_per_second = max_per_second  # type: ignore[attr-defined]
+
+
+# The (node, attempt) whose exec runs in this task or thread. Parallel items share
+# one node object, so ``self.cur_retry`` reads its value from here, per item.
+_attempt: ContextVar[tuple[object, int] | None] = ContextVar("pocketbatch_attempt", default=None)
+
+
+class _CurRetry:
+    """``self.cur_retry``: the attempt (from 0) of the ``exec`` running in this task
+    or thread, so concurrent items of one node each see their own."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: object, owner: type[Any] | None = None) -> int: ...
+    def __get__(self, obj: object, owner: type[Any] | None = None) -> int | Self:
+        if obj is None:
+            return self
+        current = _attempt.get()
+        if current is not None and current[0] is obj:
+            return current[1]
+        value: int = obj.__dict__.get("cur_retry", 0)
+        return value
+
+    def __set__(self, obj: object, value: int) -> None:
+        obj.__dict__["cur_retry"] = value
+
+
+_STATE_HOOKS = ("__copy__", "__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
+_LIBRARY_MODULES = ("builtins", "typing", "typing_extensions", "abc")
+
+
+def _customises_copy(cls: type) -> bool:
+    """Whether a class outside pocketbatch changes how its instances copy."""
+    for klass in cls.__mro__:
+        module = klass.__module__
+        if module.startswith("pocketbatch.") or module in _LIBRARY_MODULES:
+            continue
+        own = vars(klass)
+        if any(hook in own for hook in _STATE_HOOKS):
+            return True
+        slots = own.get("__slots__", ())
+        slots = [slots] if isinstance(slots, str) else list(slots)
+        if any(s not in ("__dict__", "__weakref__") for s in slots):
+            return True
+    return False
 
 
 class _ConditionalTransition:
@@ -208,15 +262,13 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
     """
 
     name: str | None = None
-    offload: bool = False
-    """Run this sync node on a worker thread when it is a step of an async flow."""
+    _pb_offload: bool = False  # run on a worker thread when a step of an async flow
 
     _EVENTS: ClassVar[tuple[EventKind, EventKind, EventKind]] = (
         EventKind.NODE_STARTED,
         EventKind.NODE_FINISHED,
         EventKind.NODE_FAILED,
     )
-    _slot_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, name: str | None = None) -> None:
         self.params: dict[str, Any] = {}
@@ -226,21 +278,17 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        slots: list[str] = []
-        for klass in cls.__mro__:
-            declared = vars(klass).get("__slots__", ())
-            slots.extend([declared] if isinstance(declared, str) else declared)
-        cls._slot_names = tuple(s for s in slots if s not in ("__dict__", "__weakref__"))
+        if _customises_copy(cls):
+            cls._pb_copy = copy.copy  # type: ignore[assignment]
 
-    def __copy__(self) -> Self:
-        # What copy.copy does for a plain object, without its generic machinery:
-        # flows copy every node at every step, so this is on the hot path.
+    def _pb_copy(self) -> Self:
+        """The per-step copy a flow makes: ``copy.copy(self)``, minus its generic
+        machinery for the usual plain node (flows copy at every step, so this is
+        the hot path). Subclasses with their own copy protocol or slots get
+        ``copy.copy`` itself."""
         cls = type(self)
         new = cls.__new__(cls)
         new.__dict__.update(self.__dict__)
-        for slot in self._slot_names:
-            if hasattr(self, slot):
-                object.__setattr__(new, slot, getattr(self, slot))
         return new
 
     # -- wiring ---------------------------------------------------------------
@@ -268,8 +316,6 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
             >>> list(a.successors)
             ['approve']
         """
-        if not isinstance(action, str):
-            raise TypeError(f"Action must be a string, got {type(action).__name__}: {action!r}")
         if not isinstance(node, BaseNode):
             raise TypeError(
                 f"a successor must be a node or a flow, got {type(node).__name__}: {node!r}"
@@ -322,6 +368,8 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
         observer(Event(started, name))
         try:
             action = self._steps(shared)
+        except ObserverError:
+            raise
         except Exception as exc:
             observer(Event(failed, name, error=exc))
             raise
@@ -342,6 +390,8 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
+        if observer is None:
+            return self._run(shared)
         with observing(observer):
             return self._run(shared)
 
@@ -385,11 +435,11 @@ class Node(BaseNode[SharedT, PrepT, ExecT]):
 
     max_retries: int = 1
     wait: float = 0
-    backoff: float = 1.0
-    max_wait: float | None = None
-    jitter: float = 0.0
-    retry_on: ExceptionTypes = (Exception,)
-    cur_retry: int = 0
+    cur_retry = _CurRetry()
+    _pb_backoff: float = 1.0
+    _pb_max_wait: float | None = None
+    _pb_jitter: float = 0.0
+    _pb_retry_on: ExceptionTypes = (Exception,)
 
     def __init__(
         self, max_retries: int = 1, wait: float = 0, **options: Unpack[NodeOptions]
@@ -412,26 +462,26 @@ class Node(BaseNode[SharedT, PrepT, ExecT]):
         if "backoff" in options:
             backoff = options["backoff"]
             check_non_negative("backoff", backoff, allow_none=False)
-            self.backoff = backoff
+            self._pb_backoff = backoff
         if "max_wait" in options:
             max_wait = options["max_wait"]
             check_non_negative("max_wait", max_wait, allow_none=True)
-            self.max_wait = max_wait
+            self._pb_max_wait = max_wait
         if "jitter" in options:
             jitter = options["jitter"]
             check_non_negative("jitter", jitter, allow_none=False)
-            self.jitter = jitter
+            self._pb_jitter = jitter
         if "retry_on" in options:
-            self.retry_on = check_retry_on(options["retry_on"])
+            self._pb_retry_on = check_retry_on(options["retry_on"])
         if options.get("offload"):
-            self.offload = True
+            self._pb_offload = True
 
     def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT:
         """Called with the last exception once every attempt failed. Re-raises by default."""
         raise exc
 
     def _delay_after(self, failed: int, index: int | None, exc: Exception) -> float:
-        delay = retry_delay(self.wait, self.backoff, self.max_wait, self.jitter, failed)
+        delay = retry_delay(self.wait, self._pb_backoff, self._pb_max_wait, self._pb_jitter, failed)
         observer = current_observer.get()
         if observer is not None:
             observer(
@@ -448,19 +498,26 @@ class Node(BaseNode[SharedT, PrepT, ExecT]):
 
     def _attempts(self, prep_res: Any, index: int | None, tally: list[int] | None) -> Any:
         failed = 0
-        while True:
-            self.cur_retry = failed
-            try:
-                return self.exec(prep_res)
-            except Exception as exc:
-                failed += 1
-                if tally is not None:
-                    tally[0] = failed
-                if failed >= self.max_retries or not isinstance(exc, self.retry_on):
-                    return self.exec_fallback(prep_res, exc)
-                delay = self._delay_after(failed, index, exc)
-                if delay > 0:
-                    time.sleep(delay)
+        token = _attempt.set((self, 0))
+        try:
+            while True:
+                self.cur_retry = failed
+                try:
+                    return self.exec(prep_res)
+                except ObserverError:
+                    raise
+                except Exception as exc:
+                    failed += 1
+                    if tally is not None:
+                        tally[0] = failed
+                    if failed >= self.max_retries or not isinstance(exc, self._pb_retry_on):
+                        return self.exec_fallback(prep_res, exc)
+                    delay = self._delay_after(failed, index, exc)
+                    if delay > 0:
+                        time.sleep(delay)
+                    _attempt.set((self, failed))
+        finally:
+            _attempt.reset(token)
 
     def _exec(self, prep_res: Any) -> Any:
         return self._attempts(prep_res, None, None)
@@ -472,12 +529,16 @@ class Node(BaseNode[SharedT, PrepT, ExecT]):
         if observer is None:
             try:
                 return self._attempts(item, index, tally)
+            except ObserverError:
+                raise
             except Exception as exc:
                 return _Failure(exc, tally[0])
         name = node_name(self)
         observer(Event(EventKind.ITEM_STARTED, name, item=index))
         try:
             result = self._attempts(item, index, tally)
+        except ObserverError:
+            raise
         except Exception as exc:
             observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc))
             return _Failure(exc, tally[0])
@@ -509,7 +570,7 @@ class BatchNode(Node[SharedT, ItemT, ExecT]):
         [1, 4, 9]
     """
 
-    on_item_error: OnItemError = "raise"
+    _pb_on_item_error: OnItemError = "raise"
 
     def __init__(
         self,
@@ -520,7 +581,7 @@ class BatchNode(Node[SharedT, ItemT, ExecT]):
         **options: Unpack[NodeOptions],
     ) -> None:
         super().__init__(max_retries, wait, **options)
-        self.on_item_error = check_on_item_error(on_item_error)
+        self._pb_on_item_error = check_on_item_error(on_item_error)
 
     # The batch hooks take an item, not prep's result: PocketFlow's design, kept.
     def prep(self, shared: SharedT) -> Iterable[ItemT] | None:  # type: ignore[override]
@@ -538,7 +599,7 @@ class BatchNode(Node[SharedT, ItemT, ExecT]):
         return None
 
     def _exec(self, items: Any) -> Any:
-        collect = self.on_item_error == "collect"
+        collect = self._pb_on_item_error == "collect"
         return [
             settle_item(collect, index, self._run_item(index, item))
             for index, item in enumerate(batch_items(self, items))
@@ -571,7 +632,7 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         '<html from example.org>'
     """
 
-    timeout: float | None = None
+    _pb_timeout: float | None = None
 
     def __init__(
         self,
@@ -589,7 +650,7 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         if timeout == 0:
             raise ValueError("timeout must be > 0 seconds, or None for no limit")
         if timeout is not None:
-            self.timeout = timeout
+            self._pb_timeout = timeout
 
     async def prep_async(self, shared: SharedT) -> PrepT:
         """Read what ``exec_async`` needs from the shared store."""
@@ -625,24 +686,31 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         limiter: RateLimiter | None,
     ) -> Any:
         failed = 0
-        timeout = self.timeout
-        while True:
-            self.cur_retry = failed
-            if limiter is not None:
-                await limiter.acquire()
-            try:
-                if timeout is None:
-                    return await self.exec_async(prep_res)
-                return await self._exec_once(prep_res, failed + 1, timeout)
-            except Exception as exc:
-                failed += 1
-                if tally is not None:
-                    tally[0] = failed
-                if failed >= self.max_retries or not isinstance(exc, self.retry_on):
-                    return await self.exec_fallback_async(prep_res, exc)
-                delay = self._delay_after(failed, index, exc)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+        timeout = self._pb_timeout
+        token = _attempt.set((self, 0))
+        try:
+            while True:
+                self.cur_retry = failed
+                if limiter is not None:
+                    await limiter.acquire()
+                try:
+                    if timeout is None:
+                        return await self.exec_async(prep_res)
+                    return await self._exec_once(prep_res, failed + 1, timeout)
+                except ObserverError:
+                    raise
+                except Exception as exc:
+                    failed += 1
+                    if tally is not None:
+                        tally[0] = failed
+                    if failed >= self.max_retries or not isinstance(exc, self._pb_retry_on):
+                        return await self.exec_fallback_async(prep_res, exc)
+                    delay = self._delay_after(failed, index, exc)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    _attempt.set((self, failed))
+        finally:
+            _attempt.reset(token)
 
     async def _exec(self, prep_res: Any) -> Any:
         return await self._attempts_async(prep_res, None, None, None)
@@ -656,12 +724,16 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         if observer is None:
             try:
                 return await self._attempts_async(item, index, tally, limiter)
+            except ObserverError:
+                raise
             except Exception as exc:
                 return _Failure(exc, tally[0])
         name = node_name(self)
         observer(Event(EventKind.ITEM_STARTED, name, item=index))
         try:
             result = await self._attempts_async(item, index, tally, limiter)
+        except ObserverError:
+            raise
         except Exception as exc:
             observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=tally[0], error=exc))
             return _Failure(exc, tally[0])
@@ -682,6 +754,8 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         observer(Event(started, name))
         try:
             action = await self._steps_async(shared)
+        except ObserverError:
+            raise
         except Exception as exc:
             observer(Event(failed, name, error=exc))
             raise
@@ -702,6 +776,8 @@ class AsyncNode(Node[SharedT, PrepT, ExecT]):
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
+        if observer is None:
+            return await self._run_async(shared)
         with observing(observer):
             return await self._run_async(shared)
 
@@ -742,7 +818,7 @@ class AsyncBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT, ItemT,
         **options: Unpack[NodeOptions],
     ) -> None:
         Node.__init__(self, max_retries, wait, **options)
-        self.on_item_error = check_on_item_error(on_item_error)
+        self._pb_on_item_error = check_on_item_error(on_item_error)
         self._set_timeout(timeout)
 
     async def prep_async(  # type: ignore[override]
@@ -767,7 +843,7 @@ class AsyncBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT, ItemT,
     async def _exec(self, items: Any) -> Any:
         if items is None:
             return []
-        collect = self.on_item_error == "collect"
+        collect = self._pb_on_item_error == "collect"
         results: list[Any] = []
         if isinstance(items, AsyncIterable):
             async for item in items:

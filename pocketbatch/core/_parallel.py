@@ -27,6 +27,7 @@ from pocketbatch.core._node import (
     OnItemError,
     SharedT,
     _Failure,
+    batch_items,
     check_on_item_error,
     not_iterable,
     set_parallel_options,
@@ -116,7 +117,13 @@ async def bounded_map(
 
     async def worker() -> None:
         try:
-            for index, item in pairs:
+            # Check before every pull: once the batch has failed, workers whose
+            # items finished in the same loop turn must not start new ones.
+            while not fatal:
+                try:
+                    index, item = next(pairs)
+                except StopIteration:
+                    return
                 results.append(None)
                 settle(index, await fn(index, item))
         except _Abort:
@@ -132,20 +139,28 @@ async def bounded_map(
 async def _supervise(
     worker: Callable[[], Awaitable[None]], count: int, fatal: list[BaseException]
 ) -> None:
-    aborted = False
+    stop: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(count):
                 group.create_task(worker())  # type: ignore[arg-type]
     except BaseExceptionGroup as group_error:
+        # Whatever stopped the batch propagates as itself, as from asyncio.gather:
+        # a BaseException that is not an Exception (one the workers let through),
+        # else the first item failure.
         _, unexpected = group_error.split(_Abort)
-        if not fatal or unexpected is not None:
+        if unexpected is not None:
+            stop = unexpected
+            while isinstance(stop, BaseExceptionGroup):
+                stop = stop.exceptions[0]
+        elif fatal:
+            stop = fatal[0]
+        else:
             raise
-        aborted = True
-    if aborted:
+    if stop is not None:
         # Raised outside the except block so the traceback does not drag the
         # task group's ExceptionGroup along as context.
-        raise fatal[0]
+        raise stop
 
 
 class AsyncParallelBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT, ItemT, ExecT]):
@@ -184,8 +199,8 @@ class AsyncParallelBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT
         ['hi [fr]', 'hi [de]', 'hi [ja]']
     """
 
-    max_concurrency: int | None = None
-    max_per_second: float | None = None
+    _pb_max_concurrency: int | None = None
+    _pb_max_per_second: float | None = None
 
     def __init__(
         self,
@@ -199,17 +214,15 @@ class AsyncParallelBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT
         **options: Unpack[NodeOptions],
     ) -> None:
         AsyncNode.__init__(self, max_retries, wait, timeout=timeout, **options)
-        self.on_item_error = check_on_item_error(on_item_error)
+        self._pb_on_item_error = check_on_item_error(on_item_error)
         set_parallel_options(self, max_concurrency, max_per_second)
 
     async def _exec(self, items: Any) -> Any:
-        if items is None:
-            return []
-        limiter = RateLimiter(self.max_per_second) if self.max_per_second else None
+        rate = self._pb_max_per_second
         return await bounded_map(
-            partial(self._run_item_async, limiter=limiter),
-            items,
-            limit=self.max_concurrency,
-            collect=self.on_item_error == "collect",
+            partial(self._run_item_async, limiter=RateLimiter(rate) if rate else None),
+            items if isinstance(items, AsyncIterable) else batch_items(self, items),
+            limit=self._pb_max_concurrency,
+            collect=self._pb_on_item_error == "collect",
             owner=self,
         )

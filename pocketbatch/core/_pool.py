@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextvars
-import os
 from collections import deque
 from concurrent.futures import Executor, Future
 from typing import Any, Literal
 
 from typing_extensions import TypeVar, Unpack
 
+from pocketbatch._errors import ObserverError
 from pocketbatch.core._events import Event, current_observer, observing
 from pocketbatch.core._node import (
     BatchNode,
@@ -39,11 +39,18 @@ def _init_worker(node: BatchNode[Any, Any, Any]) -> None:
 
 
 def _run_in_worker(index: int, item: Any, observe: bool) -> tuple[Any, list[Event]]:
-    """Run one item in a worker process; events are sent back with the result."""
+    """Run one item in a worker process of a pool we made (node set by the initializer)."""
     assert _worker_node is not None, "worker process was not initialised"
+    return _run_shipped(_worker_node, index, item, observe)
+
+
+def _run_shipped(
+    node: BatchNode[Any, Any, Any], index: int, item: Any, observe: bool
+) -> tuple[Any, list[Event]]:
+    """Run one item in a worker process; its events travel back with the result."""
     events: list[Event] = []
     with observing(events.append if observe else None):
-        result = _worker_node._run_item(index, item)
+        result = node._run_item(index, item)
     return result, events
 
 
@@ -62,8 +69,8 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
 
     Args:
         executor: ``"thread"`` (default), ``"process"``, or an
-            :class:`concurrent.futures.Executor` you manage (the node is then sent
-            with each item, and the executor is not shut down).
+            :class:`concurrent.futures.Executor` you manage (not shut down by the
+            node; a process pool of yours gets the node with each item).
         max_workers: pool size (default: the executor's own default).
         on_item_error: ``"raise"`` or ``"collect"``, as for :class:`BatchNode`.
         max_retries, wait, ...: per item, as for :class:`~pocketbatch.Node`.
@@ -80,8 +87,8 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
         [1, 2, 3]
     """
 
-    executor: ExecutorKind | Executor = "thread"
-    max_workers: int | None = None
+    _pb_executor: ExecutorKind | Executor = "thread"
+    _pb_max_workers: int | None = None
 
     def __init__(
         self,
@@ -100,43 +107,62 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
                 f"got {executor!r}"
             )
         check_positive_int("max_workers", max_workers, allow_none=True)
-        self.executor = executor
+        self._pb_executor = executor
         if max_workers is not None:
-            self.max_workers = max_workers
+            self._pb_max_workers = max_workers
 
-    def _open_pool(self) -> tuple[Executor, bool, int]:
-        """Return (pool, owned, window)."""
-        if isinstance(self.executor, Executor):
-            workers = self.max_workers or (os.cpu_count() or 1)
-            return self.executor, False, 2 * workers
+    def _open_pool(self) -> tuple[Executor, bool, int, BatchNode[Any, Any, Any] | None]:
+        """Return (pool, owned, window, node to send with each item or None).
+
+        Processes get a copy of this node without its successors: once, through
+        the initializer, for a pool we make; with every item for a pool the
+        caller manages. Threads run this node itself.
+        """
         # Imported here: the process pool pulls in multiprocessing, which
         # `import pocketbatch` should not pay for.
         from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-        if self.executor == "thread":
-            pool: Executor = ThreadPoolExecutor(self.max_workers)
-            workers = pool._max_workers  # type: ignore[attr-defined]
+        shipped = self._pb_copy()
+        shipped.successors = {}
+        shipped.__dict__.pop("_pb_executor", None)  # a pool object does not pickle
+        kind = self._pb_executor
+        if isinstance(kind, Executor):
+            workers: int = self._pb_max_workers or getattr(kind, "_max_workers", None) or 4
+            per_item = shipped if isinstance(kind, ProcessPoolExecutor) else None
+            return kind, False, 2 * workers, per_item
+        pool: ThreadPoolExecutor | ProcessPoolExecutor
+        if kind == "thread":
+            pool = ThreadPoolExecutor(self._pb_max_workers)
         else:
-            shipped = self.__copy__()
-            shipped.successors = {}
             pool = ProcessPoolExecutor(
-                self.max_workers, initializer=_init_worker, initargs=(shipped,)
+                self._pb_max_workers, initializer=_init_worker, initargs=(shipped,)
             )
-            workers = pool._max_workers  # type: ignore[attr-defined]
-        return pool, True, 2 * workers
+        workers = getattr(pool, "_max_workers", None) or self._pb_max_workers or 4
+        return pool, True, 2 * workers, None
 
-    def _submit(self, pool: Executor, index: int, item: Any, observe: bool) -> Future[Any]:
-        if self.executor == "process":
+    def _submit(
+        self,
+        pool: Executor,
+        per_item: BatchNode[Any, Any, Any] | None,
+        index: int,
+        item: Any,
+        observe: bool,
+    ) -> Future[Any]:
+        if per_item is not None:
+            return pool.submit(_run_shipped, per_item, index, item, observe)
+        if self._pb_executor == "process":
             return pool.submit(_run_in_worker, index, item, observe)
         # Threads see the caller's observer through a copy of its context.
         return pool.submit(contextvars.copy_context().run, self._run_item, index, item)
 
-    def _collect(self, future: Future[Any], index: int) -> Any:
+    def _collect(self, future: Future[Any], in_process: bool) -> Any:
         try:
             outcome = future.result()
+        except ObserverError:
+            raise
         except Exception as exc:  # e.g. an unpicklable result, or a broken pool
             return _Failure(exc, 1)
-        if self.executor != "process":
+        if not in_process:
             return outcome
         result, events = outcome
         observer = current_observer.get()
@@ -147,19 +173,20 @@ class ParallelBatchNode(BatchNode[SharedT, ItemT, ExecT]):
 
     def _exec(self, items: Any) -> Any:
         items = batch_items(self, items)
-        collect = self.on_item_error == "collect"
+        collect = self._pb_on_item_error == "collect"
         observe = current_observer.get() is not None
-        pool, owned, window = self._open_pool()
+        pool, owned, window, per_item = self._open_pool()
+        in_process = per_item is not None or self._pb_executor == "process"
         results: list[Any] = []
         pending: deque[tuple[int, Future[Any]]] = deque()
 
         def settle(index: int, future: Future[Any]) -> None:
-            results[index] = settle_item(collect, index, self._collect(future, index))
+            results[index] = settle_item(collect, index, self._collect(future, in_process))
 
         try:
             for index, item in enumerate(items):
                 results.append(None)
-                pending.append((index, self._submit(pool, index, item, observe)))
+                pending.append((index, self._submit(pool, per_item, index, item, observe)))
                 if len(pending) >= window:
                     settle(*pending.popleft())
             while pending:
