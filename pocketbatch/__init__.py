@@ -6,8 +6,10 @@ existing code runs unchanged; then reach for bounded concurrency
 backoff, rate limits, thread and process pools, events and Mermaid diagrams.
 
 Layers (each depends only on those above it): ``pocketbatch.core`` (stdlib and
-typing-extensions only) is re-exported here. Importing pocketbatch imports none of
-the optional parts.
+typing-extensions only) is re-exported here, and so are the flow-file loader's
+names (:func:`load_flow`, :class:`LoadedFlow`, :class:`FlowResult`,
+:class:`FlowError`, :class:`ComponentRegistry`), which are imported on first use so
+that ``import pocketbatch`` loads neither YAML, jsonschema nor httpx.
 
 Example:
     >>> from pocketbatch import Flow, Node
@@ -19,8 +21,12 @@ Example:
     {'greeting': 'hello'}
 """
 
+import typing as _typing
+
 from pocketbatch._errors import (
+    ComponentError,
     FlowDefinitionError,
+    LoadError,
     MissingExtraError,
     NodeTimeoutError,
     ObserverError,
@@ -47,7 +53,41 @@ from pocketbatch.core import (
     ParallelBatchNode,
 )
 
+if _typing.TYPE_CHECKING:
+    from pocketbatch.loader import (
+        ComponentRegistry,
+        FlowError,
+        FlowResult,
+        LoadedFlow,
+        load_flow,
+    )
+
 __version__ = "0.1.0"
+
+# Public names that live in the loader layer, imported when first used.
+_LAZY = {
+    "ComponentRegistry": "pocketbatch.loader",
+    "FlowError": "pocketbatch.loader",
+    "FlowResult": "pocketbatch.loader",
+    "LoadedFlow": "pocketbatch.loader",
+    "load_flow": "pocketbatch.loader",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pocketbatch' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = (
     "AsyncBatchFlow",
@@ -59,11 +99,17 @@ __all__ = (
     "BaseNode",
     "BatchFlow",
     "BatchNode",
+    "ComponentError",
+    "ComponentRegistry",
     "Event",
     "EventKind",
     "Flow",
     "FlowDefinitionError",
+    "FlowError",
+    "FlowResult",
     "ItemError",
+    "LoadError",
+    "LoadedFlow",
     "MissingExtraError",
     "Node",
     "NodeOptions",
@@ -74,4 +120,5 @@ __all__ = (
     "PocketbatchError",
     "UnknownActionError",
     "__version__",
+    "load_flow",
 )

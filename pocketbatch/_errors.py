@@ -10,6 +10,8 @@ The tree::
     PocketbatchError
     ├── FlowDefinitionError (ValueError)   a graph is wired wrongly
     │   └── UnknownActionError             a strict flow met an action with no successor
+    ├── LoadError (ValueError)             a flow or config file is invalid (file:line:column)
+    ├── ComponentError                     a flow step's component failed with a code
     ├── NodeTimeoutError (TimeoutError)    one attempt of an async exec ran past `timeout`
     ├── ObserverError                      an observer raised; the run stops
     └── MissingExtraError (ImportError)    an optional part is used but not installed
@@ -26,10 +28,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 __all__ = (
+    "ComponentError",
     "FlowDefinitionError",
+    "LoadError",
     "MissingExtraError",
     "NodeTimeoutError",
     "ObserverError",
@@ -90,6 +95,75 @@ class UnknownActionError(FlowDefinitionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.node, self.action, self.known), self.__dict__)
+
+
+class LoadError(PocketbatchError, ValueError):
+    """A flow file or config file cannot be loaded.
+
+    Raised by :func:`pocketbatch.load_flow` for YAML syntax errors, unknown keys,
+    references to unknown steps, reference cycles, unknown components, ``next``
+    targets that do not exist and invalid expressions. ``str(error)`` leads with
+    ``file:line:column`` and names the step, so editors can jump to it.
+
+    Attributes:
+        message: what is wrong and how to fix it.
+        file: the file (or ``"<string>"``), when known.
+        line, column: 1-based position, when known.
+        step: the id of the step concerned, when there is one.
+
+    Example:
+        >>> print(LoadError("unknown key 'inptu' (did you mean 'input'?)",
+        ...                 file="flow.yaml", line=7, column=5, step="summarise"))
+        flow.yaml:7:5: step 'summarise': unknown key 'inptu' (did you mean 'input'?)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        step: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.step = step
+        where = ":".join(str(p) for p in (file, line, column) if p is not None)
+        text = f"step {step!r}: {message}" if step is not None else message
+        super().__init__(f"{where}: {text}" if where else text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild = partial(
+            type(self), file=self.file, line=self.line, column=self.column, step=self.step
+        )
+        return (rebuild, (self.message,), self.__dict__)
+
+
+class ComponentError(PocketbatchError):
+    """A flow step's component failed with an explicit error code and message.
+
+    Raise it from a component to choose the ``{code, message}`` the step (and the
+    flow result) fails with; any other exception fails the step with
+    ``COMPONENT_FAILED``. Stepflow mock behaviours with ``outcome: failed`` raise it
+    with their ``error`` unchanged.
+
+    Example:
+        >>> err = ComponentError("RATE_LIMITED", "slow down")
+        >>> (err.code, err.message)
+        ('RATE_LIMITED', 'slow down')
+    """
+
+    def __init__(self, code: str | int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"[{code}] {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message, self.data), self.__dict__)
 
 
 class NodeTimeoutError(PocketbatchError, TimeoutError):

@@ -50,11 +50,13 @@ def documented_tree() -> dict[str, tuple[str | None, str | None]]:
 
 
 def test_found_exception_classes() -> None:
-    """The module defines the six documented exception classes."""
+    """The module defines the eight documented exception classes."""
     assert {cls.__name__ for cls in EXCEPTIONS} == {
         "PocketbatchError",
         "FlowDefinitionError",
         "UnknownActionError",
+        "LoadError",
+        "ComponentError",
         "NodeTimeoutError",
         "ObserverError",
         "MissingExtraError",
@@ -83,6 +85,8 @@ def test_tree_parses_as_expected() -> None:
         "UnknownActionError": ("FlowDefinitionError", None),
         "NodeTimeoutError": ("PocketbatchError", "TimeoutError"),
         "ObserverError": ("PocketbatchError", None),
+        "LoadError": ("PocketbatchError", "ValueError"),
+        "ComponentError": ("PocketbatchError", None),
         "MissingExtraError": ("PocketbatchError", "ImportError"),
     }
 

@@ -20,13 +20,15 @@ def test_all_is_a_tuple() -> None:
 
 
 def test_all_matches_public_names() -> None:
-    """__all__ equals the sorted public, non-module names of the package plus __version__."""
+    """__all__ equals the sorted public, non-module names of the package (including
+    those imported on first use) plus __version__."""
     public = {
         name
         for name, value in vars(pocketbatch).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert pocketbatch.__all__ == tuple(sorted(public | {"__version__"}))
+    lazy = set(pocketbatch._LAZY)
+    assert pocketbatch.__all__ == tuple(sorted(public | lazy | {"__version__"}))
 
 
 def test_all_has_no_duplicates_and_resolves() -> None:

@@ -1,0 +1,202 @@
+"""The ``pocketbatch`` command line.
+
+Commands::
+
+    pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
+    pocketbatch validate F [--config C]
+    pocketbatch visualize F [--config C]
+    pocketbatch test F [--config C]
+
+Results go to stdout as JSON, diagnostics to stderr. Exit codes: 0 success,
+1 the flow (or a test case) failed, 2 bad usage or a flow that does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pocketbatch._errors import LoadError
+
+__all__ = ("main",)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pocketbatch",
+        description="Run PocketFlow-style and Stepflow-format flows over many inputs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def flow_options(cmd: argparse.ArgumentParser, *, positional: bool) -> None:
+        if positional:
+            cmd.add_argument("flow", help="the flow file (YAML or JSON)")
+        else:
+            cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
+        cmd.add_argument(
+            "--config",
+            help="a pocketbatch.yaml or Stepflow stepflow-config.yml "
+            "(default: one beside the flow)",
+        )
+        cmd.add_argument(
+            "--var",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a run variable; VALUE is parsed as JSON when it can be (repeatable)",
+        )
+        cmd.add_argument(
+            "--no-python-imports",
+            action="store_true",
+            help="refuse /python/<module>.<function> components",
+        )
+
+    run = sub.add_parser("run", help="run a flow once and print its result as JSON")
+    flow_options(run, positional=False)
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="the input, as JSON")
+    source.add_argument("--input-file", help="a JSON (or YAML) file holding the input; - for stdin")
+
+    for name, text in (
+        ("validate", "check a flow file and its components without running it"),
+        ("visualize", "print a flow as a Mermaid flowchart"),
+        ("test", "run the flow file's test.cases"),
+    ):
+        flow_options(sub.add_parser(name, help=text), positional=True)
+    return parser
+
+
+def _variables(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise _UsageError(f"--var takes NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from pocketbatch.loader import load_flow
+
+    return load_flow(
+        Path(args.flow),
+        config=args.config,
+        variables=_variables(args.var),
+        allow_python_imports=not args.no_python_imports,
+    )
+
+
+def _read_input(args: argparse.Namespace) -> Any:
+    if args.input is not None:
+        try:
+            return json.loads(args.input)
+        except ValueError as exc:
+            raise _UsageError(f"--input is not valid JSON: {exc}") from None
+    if args.input_file == "-":
+        text = sys.stdin.read()
+        name = "<stdin>"
+    else:
+        try:
+            text = Path(args.input_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"--input-file: {exc}") from None
+        name = args.input_file
+    from pocketbatch.loader._source import parse_document
+
+    return parse_document(text, name=name).data
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    flow = _load(args)
+    value = _read_input(args)
+    result = flow.run(value)
+    print(_dump(result.to_dict()))
+    if not result.ok:
+        detail = result.error.message if result.error else result.outcome
+        print(f"pocketbatch: the flow {result.outcome}: {detail}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    flow = _load(args)
+    mode = "control-flow" if flow.spec.control_flow else "data-flow"
+    cases = len(flow.tests)
+    print(
+        f"{args.flow}: ok ({flow.name}: {len(flow.spec.steps)} steps, {mode}, "
+        f"{cases} test case{'s' if cases != 1 else ''})"
+    )
+    return EXIT_OK
+
+
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    print(_load(args).to_mermaid())
+    return EXIT_OK
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from pocketbatch.loader._testing import run_cases
+
+    flow = _load(args)
+    outcomes = asyncio.run(run_cases(flow))
+    for outcome in outcomes:
+        print(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}")
+        for problem in outcome.problems:
+            print(f"    {problem}")
+    passed = sum(o.passed for o in outcomes)
+    print(f"{passed} passed, {len(outcomes) - passed} failed")
+    return EXIT_OK if passed == len(outcomes) else EXIT_FAILED
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "visualize": _cmd_visualize,
+    "test": _cmd_test,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pocketbatch`` command line; returns the exit code.
+
+    Example:
+        >>> main(["validate", "no/such/flow.yaml"])
+        2
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except LoadError as exc:
+        print(f"pocketbatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _UsageError as exc:
+        print(f"pocketbatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

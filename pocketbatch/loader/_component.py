@@ -1,0 +1,74 @@
+"""The component contract: what a flow step calls, and what it may raise.
+
+A *component* is anything a step's ``component:`` path resolves to. Inside the
+loader every component is an object with one coroutine method::
+
+    async def __call__(self, input: Any, ctx: CallContext) -> Any
+
+User code does not have to look like that: plain sync or async callables
+``f(input) -> output`` and node classes are wrapped by
+:func:`pocketbatch.loader._registry.adapt` into this shape.
+
+A component signals a failure by raising. :class:`ComponentError` carries an
+explicit error ``code`` and ``message`` (a mock's ``outcome: failed`` behaviour,
+an HTTP error); any other exception becomes a ``COMPONENT_FAILED`` error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pocketbatch._errors import ComponentError
+
+if TYPE_CHECKING:
+    from pocketbatch.loader._run import LoadedFlow
+
+__all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Settings that shape how components are found and what they may touch.
+
+    Attributes:
+        allow_python_imports: whether ``/python/<module>.<function>`` paths may
+            import code (the server turns this off).
+        load_file_root: the directory ``/builtin/load_file`` is confined to
+            (default: the flow file's directory; ``None`` with no flow file means
+            the current directory).
+        load_file_anywhere: lift the confinement entirely.
+    """
+
+    allow_python_imports: bool = True
+    load_file_root: Path | None = None
+    load_file_anywhere: bool = False
+
+
+@dataclass
+class CallContext:
+    """What a component may know about the call it serves.
+
+    Attributes:
+        step_id: the step being run.
+        flow_dir: the directory of the flow file (``None`` for a flow given as text).
+        variables: the run's variables.
+        options: the loader's :class:`LoaderOptions`.
+        load_subflow: compile a nested flow (a dict, or a path relative to
+            ``flow_dir``) with the same registry and config; used by
+            ``/builtin/eval`` and ``/builtin/map``.
+    """
+
+    step_id: str
+    flow_dir: Path | None
+    variables: Mapping[str, Any]
+    options: LoaderOptions = field(default_factory=LoaderOptions)
+    load_subflow: Callable[[Any], LoadedFlow] | None = None
+
+
+class Component(Protocol):
+    """The loader's view of a component: an async callable on ``(input, ctx)``."""
+
+    async def __call__(self, input: Any, ctx: CallContext, /) -> Any: ...

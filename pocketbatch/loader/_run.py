@@ -1,0 +1,838 @@
+"""Compile a flow spec into core graphs and run it: ``load_flow``, ``LoadedFlow``, ``FlowResult``.
+
+Every step becomes a core node (:class:`StepNode`, an ``AsyncNode``; a
+``for_each`` step an ``AsyncParallelBatchNode``), and every flow an
+:class:`~pocketbatch.AsyncFlow`:
+
+* **data-flow files** (no ``next`` anywhere, Stepflow's model): the flow's start
+  node is a :class:`DataflowNode` that evaluates the ``output`` expression and
+  runs each step the first time a value it produces is needed, so independent
+  steps run concurrently and unneeded ones never run;
+* **control-flow files** (``next`` on some step, PocketFlow's model): steps are
+  wired by their ``next`` transitions, run from ``start:`` (or the first step),
+  and each step's ``action:`` expression picks the transition; loops are allowed.
+
+Each run gets its own :class:`RunState` (the flow's shared store), so one loaded
+flow can serve many inputs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
+from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
+from pocketbatch.loader._component import CallContext, Component, LoaderOptions
+from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped
+from pocketbatch.loader._source import Document, parse_document, read_document
+from pocketbatch.loader._spec import FlowSpec, StepSpec, TestCase, parse_flow
+
+__all__ = ("FlowError", "FlowResult", "LoadedFlow", "load_flow")
+
+Outcome = Literal["success", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class FlowError:
+    """Why a run failed: a ``code`` (``EXPRESSION_FAILURE``, ``COMPONENT_FAILED``,
+    ``INVALID_INPUT``...) and a human ``message``.
+
+    Example:
+        >>> FlowError("INVALID_INPUT", "input $.name: 'name' is a required property").to_dict()
+        {'code': 'INVALID_INPUT', 'message': "input $.name: 'name' is a required property"}
+    """
+
+    code: str | int
+    message: str
+    data: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"code": ..., "message": ...}`` (plus ``data`` when set)."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """The result of one run of a loaded flow.
+
+    Attributes:
+        outcome: ``"success"``, ``"failed"``, or ``"skipped"`` (the output needed a
+            step that was skipped).
+        result: the output value, for a success.
+        error: the :class:`FlowError`, for a failure.
+        steps: each step that was reached, by id: ``completed``, ``failed``,
+            ``skipped`` or ``defaulted`` (failed, and ``on_error: use_default``).
+
+    Example:
+        >>> FlowResult("success", {"n": 1}).to_dict()
+        {'outcome': 'success', 'result': {'n': 1}}
+    """
+
+    outcome: Outcome
+    result: Any = None
+    error: FlowError | None = None
+    steps: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run succeeded."""
+        return self.outcome == "success"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form Stepflow uses: ``{"outcome": "success", "result": ...}`` or
+        ``{"outcome": "failed", "error": {"code": ..., "message": ...}}``."""
+        if self.outcome == "success":
+            return {"outcome": "success", "result": self.result}
+        if self.outcome == "failed" and self.error is not None:
+            return {"outcome": "failed", "error": self.error.to_dict()}
+        return {"outcome": self.outcome}
+
+
+class StepFailed(Exception):
+    """A step failed; carries the error the flow fails with."""
+
+    def __init__(self, step: str, error: FlowError) -> None:
+        self.step = step
+        self.error = error
+        super().__init__(f"step {step!r} failed: [{error.code}] {error.message}")
+
+
+class _ComponentFailed(Exception):
+    """A component raised; ``on_error: use_default`` applies."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+class _Retryable(_ComponentFailed):
+    """A component failure that another attempt may cure; ``on_error: retry`` applies."""
+
+
+# Error codes worth another attempt (as Stepflow retries COMPONENT_FAILED and
+# RESOURCE_UNAVAILABLE; our builtins add TIMEOUT and UNREACHABLE). Integer codes are
+# Stepflow's enum numbers for the same.
+_RETRYABLE_CODES = frozenset(
+    {"COMPONENT_FAILED", "RESOURCE_UNAVAILABLE", "TIMEOUT", "UNREACHABLE", 1, 3, 5, 7}
+)
+
+
+def _component_failure(exc: Exception) -> _ComponentFailed:
+    if isinstance(exc, ComponentError) and exc.code not in _RETRYABLE_CODES:
+        return _ComponentFailed(exc)
+    return _Retryable(exc)
+
+
+_SKIP: Any = object()  # what a skipped step's prep hands to exec and post
+
+
+def _failure_of(step: str, exc: BaseException) -> StepFailed:
+    """The :class:`StepFailed` for an exception raised while running ``step``."""
+    if isinstance(exc, _ComponentFailed):
+        exc = exc.cause
+    if isinstance(exc, StepFailed):
+        return exc
+    if isinstance(exc, ComponentError):
+        return StepFailed(step, FlowError(exc.code, exc.message, exc.data))
+    if isinstance(exc, EvalError):
+        return StepFailed(step, FlowError(exc.code, f'step "{step}": {exc.message}'))
+    if isinstance(exc, StepSkipped):
+        message = f'step "{step}": an item needs step "{exc.step}", which was skipped'
+        return StepFailed(step, FlowError("EXPRESSION_FAILURE", message))
+    if isinstance(exc, TimeoutError):
+        return StepFailed(step, FlowError("TIMEOUT", f'step "{step}" timed out: {exc}'))
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return StepFailed(step, FlowError("COMPONENT_FAILED", f'step "{step}" failed: {detail}'))
+
+
+# -- one run's state ------------------------------------------------------------------------
+
+
+class RunState:
+    """The shared store of one run: input, variables, step results, running steps."""
+
+    def __init__(self, flow: LoadedFlow, input: Any, variables: Mapping[str, Any]) -> None:
+        self.flow = flow
+        self.input = input
+        self.variables = variables
+        self.item: Any = None
+        self.outputs: dict[str, Any] = {}
+        self.status: dict[str, str] = {}
+        self.failures: dict[str, StepFailed] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.result: Any = None
+
+    # Scope protocol -----------------------------------------------------------
+    def step_output(self, step: str) -> Any:
+        status = self.status.get(step)
+        if status in ("completed", "defaulted"):
+            return self.outputs[step]
+        if status == "skipped":
+            raise StepSkipped(step)
+        if status == "failed":
+            raise self.failures[step]
+        if self.flow.spec.control_flow:
+            raise StepSkipped(step)  # not run on this path: like a skipped step
+        raise NeedStep(step)
+
+    def undeclared_variable(self, name: str) -> Any:
+        return self.flow._variable_fallback(name)
+
+    # evaluation -------------------------------------------------------------------
+    async def evaluate(self, expr: Expr, item: Any = _SKIP) -> Any:
+        """Evaluate ``expr``, running the steps it needs (data-flow files only)."""
+        scope: Any = self if item is _SKIP else _ItemScope(self, item)
+        if expr.constant:
+            return expr.eval(scope)
+        if expr.eager_steps and not self.flow.spec.control_flow:
+            pending = [self.demand(s) for s in expr.eager_steps if s not in self.status]
+            if pending:
+                await asyncio.wait(pending)
+        while True:
+            try:
+                return expr.eval(scope)
+            except NeedStep as need:
+                await asyncio.wait([self.demand(need.step)])
+
+    def demand(self, step: str) -> asyncio.Task[None]:
+        """The task running ``step`` in this run, started on first demand."""
+        task = self.tasks.get(step)
+        if task is None:
+            node = self.flow._nodes[step]._pb_copy()
+            task = asyncio.ensure_future(node._run_async(self))
+            self.tasks[step] = task
+        return task
+
+    async def settle(self) -> None:
+        """Cancel steps nobody waits for any more and collect every task's outcome."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _ItemScope:
+    """A run's scope with ``$item`` bound to one for_each element."""
+
+    __slots__ = ("item", "state")
+
+    def __init__(self, state: RunState, item: Any) -> None:
+        self.state = state
+        self.item = item
+
+    @property
+    def input(self) -> Any:
+        return self.state.input
+
+    @property
+    def variables(self) -> Mapping[str, Any]:
+        return self.state.variables
+
+    def step_output(self, step: str) -> Any:
+        return self.state.step_output(step)
+
+    def undeclared_variable(self, name: str) -> Any:
+        return self.state.undeclared_variable(name)
+
+
+# -- step nodes -------------------------------------------------------------------------------
+
+
+class StepNode(AsyncNode[RunState, Any, Any]):
+    """One flow-file step as a core node.
+
+    ``prep_async`` decides skip and evaluates the input; ``exec_async`` calls the
+    component (retried per ``on_error: retry``); ``exec_fallback_async`` applies
+    ``on_error: use_default``; ``post_async`` records the output and returns the
+    action for ``next``.
+    """
+
+    def __init__(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
+        retry = spec.on_error.action == "retry"
+        super().__init__(
+            spec.on_error.max_retries + 1 if retry else 1,
+            spec.on_error.wait if retry else 0,
+            backoff=spec.on_error.backoff,
+            max_wait=30.0,
+            retry_on=_Retryable,
+            name=spec.id,
+        )
+        self.spec = spec
+        self.component = component
+        self.flow = flow
+        self.state: RunState | None = None
+
+    async def prep_async(self, shared: RunState) -> Any:
+        self.state = shared
+        try:
+            if self.spec.skip is not None:
+                from pocketbatch.loader._expr import truthy
+
+                if truthy(await shared.evaluate(self.spec.skip)):
+                    return _SKIP
+            return await shared.evaluate(self.spec.input)
+        except StepSkipped:
+            return _SKIP
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        if prep_res is _SKIP:
+            return _SKIP
+        try:
+            return await self.component(prep_res, self.flow._call_context(self.spec.id))
+        except Exception as exc:
+            raise _component_failure(exc) from exc
+
+    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+        if isinstance(exc, _ComponentFailed) and self.spec.on_error.action == "use_default":
+            assert self.state is not None
+            self.state.status[self.spec.id] = "defaulted"
+            return self.spec.on_error.default_value
+        raise _failure_of(self.spec.id, exc) from None
+
+    async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
+        step = self.spec.id
+        if exec_res is _SKIP:
+            shared.status[step] = "skipped"
+            shared.outputs.pop(step, None)
+            return "skipped" if self.spec.next and "skipped" in self.spec.next else None
+        shared.outputs[step] = exec_res
+        if shared.status.get(step) != "defaulted":
+            shared.status[step] = "completed"
+        if self.spec.action is None:
+            return None
+        action = await shared.evaluate(self.spec.action)
+        if action is not None and not isinstance(action, str):
+            raise StepFailed(
+                step,
+                FlowError(
+                    "EXPRESSION_FAILURE",
+                    f'step "{step}": action must be a string, got {type(action).__name__}',
+                ),
+            )
+        return action
+
+    async def _run_async(self, shared: RunState) -> Any:
+        shared.status.pop(self.spec.id, None)  # a loop runs a step again
+        try:
+            return await super()._run_async(shared)
+        except Exception as exc:
+            failure = _failure_of(self.spec.id, exc)
+            shared.status[self.spec.id] = "failed"
+            shared.failures[self.spec.id] = failure
+            raise failure from None
+
+
+class ForEachStepNode(AsyncParallelBatchNode[RunState, Any, Any]):
+    """A ``for_each`` step: the component runs once per element, concurrently."""
+
+    def __init__(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
+        retry = spec.on_error.action == "retry"
+        super().__init__(
+            spec.on_error.max_retries + 1 if retry else 1,
+            spec.on_error.wait if retry else 0,
+            max_concurrency=spec.max_concurrency,
+            on_item_error=spec.on_item_error,
+            backoff=spec.on_error.backoff,
+            max_wait=30.0,
+            retry_on=_Retryable,
+            name=spec.id,
+        )
+        self.spec = spec
+        self.component = component
+        self.flow = flow
+
+    async def prep_async(self, shared: RunState) -> Any:
+        assert self.spec.for_each is not None
+        try:
+            if self.spec.skip is not None:
+                from pocketbatch.loader._expr import truthy
+
+                if truthy(await shared.evaluate(self.spec.skip)):
+                    return _SKIP
+            items = await shared.evaluate(self.spec.for_each)
+        except StepSkipped:
+            return _SKIP
+        if not isinstance(items, list):
+            raise StepFailed(
+                self.spec.id,
+                FlowError(
+                    "EXPRESSION_FAILURE",
+                    f'step "{self.spec.id}": for_each must give a list, got {type(items).__name__}',
+                ),
+            )
+        inputs = []
+        for item in items:  # inputs are evaluated up front: a bad one is not retried
+            try:
+                inputs.append(await shared.evaluate(self.spec.input, item))
+            except (EvalError, StepSkipped) as exc:
+                inputs.append(_BadItem(exc))
+        return inputs
+
+    async def _exec(self, items: Any) -> Any:
+        if items is _SKIP:
+            return _SKIP
+        return await super()._exec(items)
+
+    async def exec_async(self, item: Any) -> Any:
+        if isinstance(item, _BadItem):
+            raise item.error
+        try:
+            return await self.component(item, self.flow._call_context(self.spec.id))
+        except Exception as exc:
+            raise _component_failure(exc) from exc
+
+    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+        if isinstance(exc, _ComponentFailed) and self.spec.on_error.action == "use_default":
+            return self.spec.on_error.default_value
+        raise _failure_of(self.spec.id, exc) from None
+
+    async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
+        step = self.spec.id
+        if exec_res is _SKIP:
+            shared.status[step] = "skipped"
+            return None
+        shared.outputs[step] = [
+            {"error": _failure_of(step, r.exception).error.to_dict()}
+            if isinstance(r, ItemError)
+            else r
+            for r in exec_res
+        ]
+        shared.status[step] = "completed"
+        if self.spec.action is None:
+            return None
+        action = await shared.evaluate(self.spec.action)
+        return action if isinstance(action, str) else None
+
+    async def _run_async(self, shared: RunState) -> Any:
+        shared.status.pop(self.spec.id, None)
+        try:
+            return await super()._run_async(shared)
+        except Exception as exc:
+            failure = _failure_of(self.spec.id, exc)
+            shared.status[self.spec.id] = "failed"
+            shared.failures[self.spec.id] = failure
+            raise failure from None
+
+
+class _BadItem:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class DataflowNode(AsyncNode[RunState, Any, Any]):
+    """Runs a data-flow file: evaluates ``output``, running the steps it needs.
+
+    ``must_execute`` steps run even when nothing needs them; as in Stepflow, their
+    failure does not fail the flow.
+    """
+
+    def __init__(self, flow: LoadedFlow) -> None:
+        super().__init__(name="output")
+        self.flow = flow
+
+    async def prep_async(self, shared: RunState) -> Any:
+        for step in self.flow.spec.steps:
+            if step.must_execute:
+                shared.demand(step.id)
+        try:
+            shared.result = await shared.evaluate(self.flow.spec.output)
+            must = [shared.tasks[s.id] for s in self.flow.spec.steps if s.must_execute]
+            if must:
+                await asyncio.wait(must)
+        finally:
+            await shared.settle()
+        return None
+
+
+# -- the loaded flow ----------------------------------------------------------------------------
+
+
+class LoadedFlow:
+    """A flow file compiled into a reusable core graph.
+
+    Safe to run concurrently for many inputs: each run has its own store.
+
+    Attributes:
+        spec: the parsed flow file.
+        graph: the compiled core :class:`~pocketbatch.AsyncFlow`.
+        name: the flow's ``name`` (or the file name).
+
+    Example:
+        >>> from pocketbatch import load_flow
+        >>> flow = load_flow('''
+        ... steps:
+        ...   - id: greet
+        ...     component: /builtin/create_messages
+        ...     input: {user_prompt: {$template: "Hello {input.name}"}}
+        ... output: {$step: greet, path: "messages[0].content"}
+        ... ''')
+        >>> flow.run({"name": "Ada"}).to_dict()
+        {'outcome': 'success', 'result': 'Hello Ada'}
+    """
+
+    def __init__(
+        self,
+        spec: FlowSpec,
+        resolve: Callable[[str], Component],
+        *,
+        options: LoaderOptions,
+        variables: Mapping[str, Any] | None = None,
+        subflow_loader: Callable[[Any, LoadedFlow], LoadedFlow] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.options = options
+        self.variables = dict(variables or {})
+        self.name = spec.name or (spec.doc.path.name if spec.doc.path else "flow")
+        self.flow_dir = spec.doc.path.parent if spec.doc.path else None
+        self._subflow_loader = subflow_loader
+        self._resolve = resolve
+        self._subflows: dict[str, LoadedFlow] = {}
+        self._validator: Any = None
+        self._nodes: dict[str, StepNode | ForEachStepNode] = {}
+        for step in spec.steps:
+            try:
+                component = resolve(step.component)
+            except _UnknownComponentError as exc:
+                raise spec.doc.error(
+                    exc.message, (*step.where, "component"), step=step.id
+                ) from None
+            node_cls = ForEachStepNode if step.for_each is not None else StepNode
+            self._nodes[step.id] = node_cls(step, component, self)
+        self.graph: AsyncFlow[RunState] = self._build_graph()
+
+    def _build_graph(self) -> AsyncFlow[RunState]:
+        if not self.spec.control_flow:
+            return AsyncFlow(start=DataflowNode(self), name=self.name, strict=True)
+        for step in self.spec.steps:
+            for action, target in (step.next or {}).items():
+                self._nodes[step.id].next(self._nodes[target], action)
+        start = self.spec.start or (self.spec.steps[0].id if self.spec.steps else None)
+        assert start is not None  # control flow implies a step with next
+        return AsyncFlow(start=self._nodes[start], name=self.name, strict=True)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, input: Any, *, variables: Mapping[str, Any] | None = None) -> FlowResult:
+        """Run the flow once on ``input`` (blocking) and return its :class:`FlowResult`.
+
+        Raises:
+            RuntimeError: called from inside a running event loop; use
+                ``await run_async(...)`` there.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_async(input, variables=variables))
+        raise RuntimeError("LoadedFlow.run() cannot run inside an event loop; await run_async()")
+
+    async def run_async(
+        self,
+        input: Any,
+        *,
+        variables: Mapping[str, Any] | None = None,
+        observer: Observer | None = None,
+    ) -> FlowResult:
+        """Run the flow once on ``input`` and return its :class:`FlowResult`.
+
+        Failures of the flow (an invalid input, a failing step, a bad expression)
+        are returned as ``outcome: failed``, never raised.
+
+        Args:
+            input: the flow's input (validated against its input schema).
+            variables: run variables, over those given to :func:`load_flow`.
+            observer: receives core events for the steps (see :class:`~pocketbatch.Event`).
+        """
+        problem = self.check_input(input)
+        if problem is not None:
+            return FlowResult("failed", error=problem)
+        merged = {**self.variables, **(variables or {})}
+        state = RunState(self, input, merged)
+        try:
+            await self.graph.run_async(state, observer=observer)
+            if self.spec.control_flow:
+                state.result = await state.evaluate(self.spec.output)
+        except StepFailed as exc:
+            return FlowResult("failed", error=exc.error, steps=dict(state.status))
+        except StepSkipped:
+            return FlowResult("skipped", steps=dict(state.status))
+        except EvalError as exc:
+            error = FlowError(exc.code, exc.message)
+            return FlowResult("failed", error=error, steps=dict(state.status))
+        except UnknownActionError as exc:
+            error = FlowError("UNKNOWN_ACTION", str(exc))
+            return FlowResult("failed", error=error, steps=dict(state.status))
+        return FlowResult("success", state.result, steps=dict(state.status))
+
+    def check_input(self, input: Any) -> FlowError | None:
+        """The ``INVALID_INPUT`` error for ``input``, or ``None`` when it fits the schema.
+
+        Example:
+            >>> from pocketbatch import load_flow
+            >>> flow = load_flow("input_schema: {type: object, required: [name]}\\noutput: 1")
+            >>> flow.check_input({}).message
+            "input $: 'name' is a required property"
+        """
+        schema = self.spec.input_schema
+        if schema is None:
+            return None
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+
+            self._validator = Draft202012Validator(schema)
+        errors = list(self._validator.iter_errors(input))
+        if not errors:
+            return None
+        from jsonschema.exceptions import best_match
+
+        error = best_match(errors)
+        return FlowError("INVALID_INPUT", f"input {error.json_path}: {error.message}")
+
+    # -- helpers for steps and builtins ----------------------------------------------------
+
+    def _call_context(self, step: str) -> CallContext:
+        return CallContext(
+            step_id=step,
+            flow_dir=self.flow_dir,
+            variables=self.variables,
+            options=self.options,
+            load_subflow=self.load_subflow,
+        )
+
+    def load_subflow(self, source: Any) -> LoadedFlow:
+        """Compile a nested flow (a mapping, or a path relative to this flow's folder)
+        with this flow's components and options; compiled once per distinct source."""
+        key = source if isinstance(source, str) else json.dumps(source, sort_keys=True, default=str)
+        found = self._subflows.get(key)
+        if found is None:
+            if self._subflow_loader is None:
+                raise ComponentError("INVALID_INPUT", "nested flows are not available here")
+            found = self._subflow_loader(source, self)
+            self._subflows[key] = found
+        return found
+
+    def _variable_fallback(self, name: str) -> Any:
+        schema = self.spec.variables_schema or {}
+        declared = schema.get("properties", {}).get(name) if isinstance(schema, dict) else None
+        if isinstance(declared, dict):
+            if "default" in declared:
+                return declared["default"]
+            kind = declared.get("type")
+            if kind == "string":
+                return ""
+            if kind in ("integer", "number"):
+                return 0
+            if kind == "boolean":
+                return False
+        raise EvalError(f"Undefined variable: {name}")
+
+    # -- tests and pictures ------------------------------------------------------------------
+
+    @property
+    def tests(self) -> tuple[TestCase, ...]:
+        """The file's ``test.cases``."""
+        return self.spec.tests
+
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart: the ``next`` graph for control-flow files, the data
+        dependencies (input → steps → output) for data-flow files."""
+        if self.spec.control_flow:
+            return self.graph.to_mermaid()
+        return _dataflow_mermaid(self.spec)
+
+    def __repr__(self) -> str:
+        mode = "control-flow" if self.spec.control_flow else "data-flow"
+        return f"<LoadedFlow {self.name!r}: {len(self.spec.steps)} steps, {mode}>"
+
+
+def _dataflow_mermaid(spec: FlowSpec) -> str:
+    def label(text: str) -> str:
+        return text.replace('"', "#quot;")
+
+    lines = ["flowchart TD", '    input(["input"])']
+    for step in spec.steps:
+        kind = " (for_each)" if step.for_each is not None else ""
+        lines.append(f'    {step.id}["{label(step.id)}<br/>{label(step.component)}{kind}"]')
+    lines.append('    output(["output"])')
+    edges: list[str] = []
+
+    def reads_input(expr: Expr | None) -> bool:
+        from pocketbatch.loader._expr import InputRef, VarRef
+
+        return expr is not None and _any_node(expr, (InputRef, VarRef))
+
+    for step in spec.steps:
+        if reads_input(step.input) or reads_input(step.skip) or reads_input(step.for_each):
+            edges.append(f"    input --> {step.id}")
+        for dep in sorted(step.deps):
+            edges.append(f"    {dep} --> {step.id}")
+    for dep in sorted(spec.output.all_steps):
+        edges.append(f"    {dep} --> output")
+    if reads_input(spec.output):
+        edges.append("    input --> output")
+    return "\n".join(lines + edges)
+
+
+def _any_node(expr: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(expr, kinds):
+        return True
+    for name in ("items", "parts", "cond", "then", "else_", "default"):
+        inner = getattr(expr, name, None)
+        if inner is None or isinstance(inner, str):
+            continue
+        if isinstance(inner, list):
+            for entry in inner:
+                value = entry[1] if isinstance(entry, tuple) else entry
+                if not isinstance(value, str) and _any_node(value, kinds):
+                    return True
+        elif _any_node(inner, kinds):
+            return True
+    return False
+
+
+class _UnknownComponentError(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_flow(
+    path_or_text: str | Path,
+    *,
+    registry: Any = None,
+    config: str | Path | None = None,
+    variables: Mapping[str, Any] | None = None,
+    allow_python_imports: bool = True,
+) -> LoadedFlow:
+    """Load a flow file (YAML or JSON; a path, or the text itself) into a :class:`LoadedFlow`.
+
+    Components are found through, in order: ``registry`` (a
+    :class:`~pocketbatch.ComponentRegistry`); the config file (``config``, else a
+    ``pocketbatch.yaml`` or Stepflow ``stepflow-config.yml`` beside the flow): its
+    mocks and routes; the builtins (``/builtin/...``, ``/http/request``); and
+    ``/python/<module>.<function>`` imports when ``allow_python_imports``.
+
+    Args:
+        path_or_text: a file path, or flow text (anything containing a newline or
+            starting with ``{`` is taken as text).
+        registry: components registered in Python.
+        config: a ``pocketbatch.yaml`` or ``stepflow-config.yml`` path.
+        variables: default run variables (``$variable`` references).
+        allow_python_imports: whether ``/python/...`` components may import code.
+
+    Raises:
+        LoadError: the file is invalid; the message leads with ``file:line:column``.
+
+    Example:
+        >>> from pocketbatch import ComponentRegistry, load_flow
+        >>> components = ComponentRegistry()
+        >>> @components.component("/text/shout")
+        ... def shout(data):
+        ...     return {"text": data["text"].upper()}
+        >>> flow = load_flow('''
+        ... steps:
+        ...   - id: shout
+        ...     component: /text/shout
+        ...     input: {text: {$input: text}}
+        ... output: {$step: shout, path: text}
+        ... ''', registry=components)
+        >>> flow.run({"text": "hi"}).result
+        'HI'
+    """
+    doc = _read(path_or_text)
+    return _load(doc, registry, config, variables, allow_python_imports)
+
+
+def _read(path_or_text: str | Path) -> Document:
+    if isinstance(path_or_text, Path):
+        return read_document(path_or_text)
+    text = path_or_text
+    if "\n" in text or text.lstrip().startswith("{"):
+        return parse_document(text)
+    return read_document(text)
+
+
+def _load(
+    doc: Document,
+    registry: Any,
+    config: str | Path | None,
+    variables: Mapping[str, Any] | None,
+    allow_python_imports: bool,
+    *,
+    parent: LoadedFlow | None = None,
+) -> LoadedFlow:
+    from pocketbatch.loader import _registry
+    from pocketbatch.loader._builtins import builtin_components
+    from pocketbatch.loader._nested import nested_components
+
+    spec = parse_flow(doc)
+    flow_dir = doc.path.parent if doc.path else None
+    resolve: Callable[[str], Component]
+    if parent is not None:
+        resolve = parent._resolve
+        options = parent.options
+    else:
+        config_path = Path(config) if config is not None else _registry.find_config(flow_dir)
+        if config_path is None and spec.test_config_file and flow_dir is not None:
+            config_path = flow_dir / spec.test_config_file
+        parsed = _registry.load_config(config_path) if config_path is not None else None
+        options = _options(parsed, flow_dir, allow_python_imports)
+        builtins: dict[str, Component] = {**builtin_components(), **nested_components()}
+        resolver = _registry.Resolver(registry, parsed, options, builtins, base_dir=flow_dir)
+
+        def resolve(path: str) -> Component:
+            try:
+                component: Component = resolver.resolve(path)
+            except _registry.UnknownComponent as exc:
+                raise _UnknownComponentError(exc.message) from None
+            return component
+
+    def subflow(source: Any, owner: LoadedFlow) -> LoadedFlow:
+        if isinstance(source, str):
+            base = owner.flow_dir or Path.cwd()
+            sub_doc = read_document(base / source)
+        elif isinstance(source, dict):
+            sub_doc = Document(data=source, name=f"{doc.name} (nested flow)", path=doc.path)
+        else:
+            raise ComponentError(
+                "INVALID_INPUT",
+                f"a nested flow is a mapping or a path, got {type(source).__name__}",
+            )
+        try:
+            return _load(
+                sub_doc, registry, None, owner.variables, allow_python_imports, parent=owner
+            )
+        except LoadError as exc:
+            raise ComponentError("INVALID_INPUT", f"nested flow: {exc}") from None
+
+    return LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
+
+
+def _options(parsed: Any, flow_dir: Path | None, allow_python_imports: bool) -> LoaderOptions:
+    allow = allow_python_imports
+    root = None
+    anywhere = False
+    if parsed is not None:
+        if parsed.python_imports is False:
+            allow = False
+        root = parsed.load_file_root
+        anywhere = bool(parsed.load_file_anywhere)
+    return LoaderOptions(
+        allow_python_imports=allow,
+        load_file_root=root or flow_dir,
+        load_file_anywhere=anywhere,
+    )

@@ -1,0 +1,269 @@
+"""Read YAML or JSON text into plain Python data, remembering where every value was.
+
+Parsing goes through PyYAML's C ``CSafeLoader`` (never a loader that can build
+arbitrary objects). The document is *composed* into nodes first and constructed
+by hand, so that
+
+* every value's ``line:column`` is recorded under its path in the document
+  (``("steps", 2, "input", "text")``), for error messages that point at the spot;
+* a mapping whose keys cannot be dict keys (Stepflow's mock behaviours are keyed
+  by YAML mappings, ``{ input: "a" }: ...``) becomes a :class:`PairList` instead
+  of failing.
+
+JSON is YAML, so one reader serves both.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketbatch._errors import LoadError
+
+__all__ = (
+    "Document",
+    "PairList",
+    "Position",
+    "did_you_mean",
+    "listed",
+    "parse_document",
+    "read_document",
+)
+
+DocPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A 1-based line and column in a source text."""
+
+    line: int
+    column: int
+
+
+class PairList(list[tuple[Any, Any]]):
+    """A YAML mapping whose keys are not hashable, kept as ``(key, value)`` pairs.
+
+    It *is* a ``list`` (check for ``PairList`` before ``list``): Stepflow's mock
+    behaviours, keyed by input mappings, arrive as one.
+    """
+
+
+@dataclass
+class Document:
+    """Parsed data plus where each part of it came from.
+
+    Attributes:
+        data: the plain Python value (dicts, lists, scalars, :class:`PairList`).
+        name: the file path as given, or ``"<string>"``.
+        path: the file, when the text came from one.
+        positions: document path -> position of the value at that path (for a
+            mapping entry: the position of its key).
+    """
+
+    data: Any
+    name: str
+    path: Path | None = None
+    positions: dict[DocPath, Position] = field(default_factory=dict)
+
+    def position(self, where: DocPath) -> Position | None:
+        """The position of ``where``, or of its closest ancestor that has one."""
+        where = tuple(where)
+        while True:
+            found = self.positions.get(where)
+            if found is not None or not where:
+                return found
+            where = where[:-1]
+
+    def error(self, message: str, where: DocPath = (), *, step: str | None = None) -> LoadError:
+        """A :class:`LoadError` for ``message`` at ``where`` in this document."""
+        pos = self.position(where)
+        return LoadError(
+            message,
+            file=self.name,
+            line=pos.line if pos else None,
+            column=pos.column if pos else None,
+            step=step,
+        )
+
+
+def read_document(path: str | Path) -> Document:
+    """Read and parse the file at ``path``.
+
+    Raises:
+        LoadError: the file cannot be read, or is not valid YAML/JSON.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError("no such file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read the file: {exc}", file=str(path)) from None
+    return parse_document(text, name=str(path), path=file)
+
+
+def parse_document(text: str, *, name: str = "<string>", path: Path | None = None) -> Document:
+    """Parse YAML or JSON ``text`` into a :class:`Document`.
+
+    Raises:
+        LoadError: a syntax error (with its line and column), a tag that the
+            safe loader refuses, or an empty document.
+    """
+    import yaml
+
+    loader = _loader_class()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise LoadError("the document is empty", file=name, line=1, column=1)
+        doc = Document(data=None, name=name, path=path)
+        doc.data = _Builder(loader, doc).build(node, ())
+        return doc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        raise LoadError(
+            f"invalid YAML: {problem}",
+            file=name,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise LoadError(f"invalid YAML: {exc}", file=name) from None
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def _loader_class() -> Any:
+    """PyYAML's C safe loader, resolving plain scalars as YAML 1.2 does (Stepflow's
+    parser is YAML 1.2): only ``true``/``false`` are booleans (``yes``, ``no``,
+    ``on``, ``off`` stay strings), integers are decimal (``0755`` is 755), ``0x``
+    hex or ``0o`` octal, floats may omit the dot (``1e3``), and there are no
+    ``1_000`` or ``1:30`` forms. The resolvers' order is kept: ints before floats."""
+    global _LOADER
+    if _LOADER is None:
+        import re
+
+        import yaml
+
+        class Yaml12SafeLoader(yaml.CSafeLoader):
+            pass
+
+        bool_tag, int_tag = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
+        float_tag = "tag:yaml.org,2002:float"
+        replaced = (bool_tag, int_tag, float_tag)
+        resolvers = {
+            first: [(tag, regexp) for tag, regexp in entries if tag not in replaced]
+            for first, entries in yaml.CSafeLoader.yaml_implicit_resolvers.items()
+        }
+        Yaml12SafeLoader.yaml_implicit_resolvers = resolvers
+        Yaml12SafeLoader.add_implicit_resolver(
+            bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+        )
+        Yaml12SafeLoader.add_implicit_resolver(
+            int_tag,
+            re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+            list("-+0123456789"),
+        )
+
+        Yaml12SafeLoader.add_implicit_resolver(
+            float_tag,
+            re.compile(
+                r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+            ),
+            list("-+.0123456789"),
+        )
+
+        def construct_int(loader: Any, node: Any) -> int:
+            text = loader.construct_scalar(node)
+            if text.startswith(("0x", "0o")):
+                return int(text, 0)
+            return int(text, 10)
+
+        Yaml12SafeLoader.add_constructor(int_tag, construct_int)
+        _LOADER = Yaml12SafeLoader
+    return _LOADER
+
+
+class _Builder:
+    """Constructs plain data from composed nodes, recording positions by path."""
+
+    def __init__(self, loader: Any, doc: Document) -> None:
+        self.loader = loader
+        self.doc = doc
+
+    def build(self, node: Any, where: DocPath) -> Any:
+        import yaml
+
+        self.doc.positions.setdefault(where, _pos(node))
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys, as the safe loader does
+            pairs: list[tuple[Any, Any]] = []
+            hashable = True
+            for key_node, value_node in node.value:
+                key = self.build_key(key_node)
+                try:
+                    hash(key)
+                except TypeError:
+                    hashable = False
+                child = (*where, key) if isinstance(key, str | int) else (*where, len(pairs))
+                self.doc.positions[child] = _pos(key_node)
+                pairs.append((key, self.build(value_node, child)))
+            if not hashable:
+                return PairList(pairs)
+            result: dict[Any, Any] = {}
+            for (key, value), (key_node, _) in zip(pairs, node.value):
+                if key in result:
+                    raise yaml.MarkedYAMLError(
+                        "while reading a mapping",
+                        None,
+                        f"duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                result[key] = value
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*where, i)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def build_key(self, node: Any) -> Any:
+        import yaml
+
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            # A complex key (Stepflow mock behaviours): build it without positions.
+            return _plain(self, node)
+        return self.loader.construct_object(node, deep=True)
+
+
+def _plain(builder: _Builder, node: Any) -> Any:
+    """Build a node's value without recording positions (used for complex keys)."""
+    scratch = Document(data=None, name=builder.doc.name)
+    return _Builder(builder.loader, scratch).build(node, ())
+
+
+def _pos(node: Any) -> Position:
+    return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, or ``""``.
+
+    Example:
+        >>> did_you_mean("inptu", ["input", "id", "component"])
+        " (did you mean 'input'?)"
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def listed(names: Sequence[str]) -> str:
+    """``'a', 'b', 'c'`` for error messages."""
+    return ", ".join(repr(n) for n in names)
