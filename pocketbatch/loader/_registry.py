@@ -105,23 +105,48 @@ class _Adapted:
         return f"<{self.kind}{where}: {_describe(self.target)}>"
 
 
+def _wants_context(target: Any) -> bool:
+    """Whether ``target`` takes a second positional argument (the CallContext)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # some builtins have no signature
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
+
+
 class _AsyncFunction(_Adapted):
-    __slots__ = ()
+    __slots__ = ("with_context",)
     kind = "async function"
 
+    def __init__(self, target: Any, path: str, offload: bool) -> None:
+        super().__init__(target, path, offload)
+        self.with_context = _wants_context(target)
+
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
+        if self.with_context:
+            return await self.target(input, ctx)
         return await self.target(input)
 
 
 class _SyncFunction(_Adapted):
-    __slots__ = ()
+    __slots__ = ("with_context",)
     kind = "function"
 
+    def __init__(self, target: Any, path: str, offload: bool) -> None:
+        super().__init__(target, path, offload)
+        self.with_context = _wants_context(target)
+
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
+        args = (input, ctx) if self.with_context else (input,)
         if self.offload:
-            result = await asyncio.to_thread(self.target, input)
+            result = await asyncio.to_thread(self.target, *args)
         else:
-            result = self.target(input)
+            result = self.target(*args)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -201,6 +226,9 @@ def adapt(target: object, *, offload: bool = False, path: str = "") -> Component
     * an ``async def f(input)``: awaited;
     * a sync ``f(input)``: called on the event loop, or with ``offload=True`` on a
       worker thread (``asyncio.to_thread``); an awaitable it returns is awaited;
+    * either kind taking a second positional parameter, ``f(input, ctx)``, also
+      gets the :class:`~pocketbatch.loader.CallContext` (step id, run variables,
+      flow folder);
     * a node class (a :class:`~pocketbatch.BaseNode` subclass): a new instance per
       call, run on ``shared = {"input": input}``; the result is ``shared["output"]``.
       An :class:`~pocketbatch.AsyncNode` is awaited with ``run_async``; a sync node

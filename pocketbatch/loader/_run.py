@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
@@ -31,6 +31,9 @@ from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped
 from pocketbatch.loader._source import Document, parse_document, read_document
 from pocketbatch.loader._spec import FlowSpec, StepSpec, TestCase, parse_flow
+
+if TYPE_CHECKING:
+    from pocketbatch.loader._testing import CaseOutcome
 
 __all__ = ("FlowError", "FlowResult", "LoadedFlow", "load_flow")
 
@@ -288,7 +291,9 @@ class StepNode(AsyncNode[RunState, Any, Any]):
         if prep_res is _SKIP:
             return _SKIP
         try:
-            return await self.component(prep_res, self.flow._call_context(self.spec.id))
+            assert self.state is not None
+            context = self.flow._call_context(self.spec.id, self.state.variables)
+            return await self.component(prep_res, context)
         except Exception as exc:
             raise _component_failure(exc) from exc
 
@@ -350,9 +355,11 @@ class ForEachStepNode(AsyncParallelBatchNode[RunState, Any, Any]):
         self.spec = spec
         self.component = component
         self.flow = flow
+        self.state: RunState | None = None
 
     async def prep_async(self, shared: RunState) -> Any:
         assert self.spec.for_each is not None
+        self.state = shared
         try:
             if self.spec.skip is not None:
                 from pocketbatch.loader._expr import truthy
@@ -387,7 +394,9 @@ class ForEachStepNode(AsyncParallelBatchNode[RunState, Any, Any]):
         if isinstance(item, _BadItem):
             raise item.error
         try:
-            return await self.component(item, self.flow._call_context(self.spec.id))
+            assert self.state is not None
+            context = self.flow._call_context(self.spec.id, self.state.variables)
+            return await self.component(item, context)
         except Exception as exc:
             raise _component_failure(exc) from exc
 
@@ -601,11 +610,11 @@ class LoadedFlow:
 
     # -- helpers for steps and builtins ----------------------------------------------------
 
-    def _call_context(self, step: str) -> CallContext:
+    def _call_context(self, step: str, variables: Mapping[str, Any]) -> CallContext:
         return CallContext(
             step_id=step,
             flow_dir=self.flow_dir,
-            variables=self.variables,
+            variables=variables,
             options=self.options,
             load_subflow=self.load_subflow,
         )
@@ -644,6 +653,22 @@ class LoadedFlow:
         """The file's ``test.cases``."""
         return self.spec.tests
 
+    def run_tests(self) -> list[CaseOutcome]:
+        """Run the file's ``test.cases`` (as ``pocketbatch test`` does); blocking.
+
+        Each :class:`~pocketbatch.loader._testing.CaseOutcome` has ``name``,
+        ``passed``, ``result`` and ``problems``.
+        """
+        from pocketbatch.loader._testing import run_cases
+
+        return asyncio.run(run_cases(self))
+
+    async def run_tests_async(self, *, max_concurrency: int = 10) -> list[CaseOutcome]:
+        """Run the file's ``test.cases`` concurrently; outcomes in case order."""
+        from pocketbatch.loader._testing import run_cases
+
+        return await run_cases(self, max_concurrency=max_concurrency)
+
     def to_mermaid(self) -> str:
         """A Mermaid flowchart: the ``next`` graph for control-flow files, the data
         dependencies (input → steps → output) for data-flow files."""
@@ -668,9 +693,9 @@ def _dataflow_mermaid(spec: FlowSpec) -> str:
     edges: list[str] = []
 
     def reads_input(expr: Expr | None) -> bool:
-        from pocketbatch.loader._expr import InputRef, VarRef
+        from pocketbatch.loader._expr import InputRef
 
-        return expr is not None and _any_node(expr, (InputRef, VarRef))
+        return expr is not None and _any_node(expr, (InputRef,))
 
     for step in spec.steps:
         if reads_input(step.input) or reads_input(step.skip) or reads_input(step.for_each):
