@@ -106,7 +106,9 @@ class _Adapted:
 
 
 def _wants_context(target: Any) -> bool:
-    """Whether ``target`` takes a second positional argument (the CallContext)."""
+    """Whether ``target`` takes the CallContext: a second positional parameter that is
+    required, or named ``ctx`` / ``context`` (an optional ``f(input, extra=None)``
+    is left alone)."""
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # some builtins have no signature
@@ -114,9 +116,12 @@ def _wants_context(target: Any) -> bool:
     positional = [
         p
         for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
+    if len(positional) < 2:
+        return False
+    second = positional[1]
+    return second.default is second.empty or second.name in ("ctx", "context")
 
 
 class _AsyncFunction(_Adapted):

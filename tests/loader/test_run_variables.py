@@ -55,3 +55,41 @@ def test_concurrent_runs_keep_their_own_variables() -> None:
         return [r.result["input"] for r in await asyncio.gather(*runs)]
 
     assert asyncio.run(both()) == [f"g{i}" for i in range(20)]
+
+
+def run_component(fn: Any) -> Any:
+    registry = ComponentRegistry()
+    registry.register("/test/fn", fn)
+    flow = load_flow(
+        "steps: [{id: s, component: /test/fn, input: {x: 1}}]\noutput: {$step: s}",
+        registry=registry,
+    )
+    return flow.run({}, variables={"v": 2}).to_dict()
+
+
+def test_sync_function_taking_ctx_gets_the_call_context() -> None:
+    """A sync f(input, ctx) receives the CallContext."""
+
+    def fn(data: Any, ctx: CallContext) -> Any:
+        return {"x": data["x"], "step": ctx.step_id, "v": ctx.variables["v"]}
+
+    assert run_component(fn) == {"outcome": "success", "result": {"x": 1, "step": "s", "v": 2}}
+
+
+def test_async_function_taking_context_gets_the_call_context() -> None:
+    """An async f(input, context=None) named 'context' receives it too."""
+
+    async def fn(data: Any, context: CallContext | None = None) -> Any:
+        assert context is not None
+        return {"step": context.step_id}
+
+    assert run_component(fn)["result"] == {"step": "s"}
+
+
+def test_optional_second_parameter_is_left_alone() -> None:
+    """f(input, extra=None) is called with the input only."""
+
+    def fn(data: Any, extra: Any = "untouched") -> Any:
+        return {"extra": extra}
+
+    assert run_component(fn)["result"] == {"extra": "untouched"}
