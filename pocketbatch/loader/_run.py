@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
-from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped
+from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped, truthy
 from pocketbatch.loader._source import Document, parse_document, read_document
 from pocketbatch.loader._spec import FlowSpec, StepSpec, TestCase, parse_flow
 
@@ -251,79 +251,76 @@ class _ItemScope:
 # -- step nodes -------------------------------------------------------------------------------
 
 
-class StepNode(AsyncNode[RunState, Any, Any]):
-    """One flow-file step as a core node.
+class _StepBehaviour(AsyncNode[RunState, Any, Any]):
+    """What every flow-file step node does, whichever core class runs its items.
 
     ``prep_async`` decides skip and evaluates the input; ``exec_async`` calls the
     component (retried per ``on_error: retry``); ``exec_fallback_async`` applies
     ``on_error: use_default``; ``post_async`` records the output and returns the
-    action for ``next``.
+    action for ``next``. A failure is recorded in the run and raised as
+    :class:`StepFailed`.
     """
 
-    def __init__(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
+    spec: StepSpec
+    component: Component
+    flow: LoadedFlow
+    state: RunState | None = None
+
+    @staticmethod
+    def _retry_args(spec: StepSpec) -> tuple[int, float, dict[str, Any]]:
         retry = spec.on_error.action == "retry"
-        super().__init__(
+        options = {
+            "backoff": spec.on_error.backoff,
+            "max_wait": 30.0,
+            "retry_on": _Retryable,
+            "name": spec.id,
+        }
+        return (
             spec.on_error.max_retries + 1 if retry else 1,
             spec.on_error.wait if retry else 0,
-            backoff=spec.on_error.backoff,
-            max_wait=30.0,
-            retry_on=_Retryable,
-            name=spec.id,
+            options,
         )
+
+    def _bind(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
         self.spec = spec
         self.component = component
         self.flow = flow
-        self.state: RunState | None = None
 
-    async def prep_async(self, shared: RunState) -> Any:
+    async def _skipped(self, shared: RunState) -> bool:
+        """Whether the step's skip condition holds (StepSkipped propagates)."""
         self.state = shared
-        try:
-            if self.spec.skip is not None:
-                from pocketbatch.loader._expr import truthy
+        if self.spec.skip is None:
+            return False
+        return truthy(await shared.evaluate(self.spec.skip))
 
-                if truthy(await shared.evaluate(self.spec.skip)):
-                    return _SKIP
-            return await shared.evaluate(self.spec.input)
-        except StepSkipped:
-            return _SKIP
-
-    async def exec_async(self, prep_res: Any) -> Any:
-        if prep_res is _SKIP:
-            return _SKIP
+    async def _call(self, value: Any) -> Any:
+        assert self.state is not None
+        context = self.flow._call_context(self.spec.id, self.state.variables)
         try:
-            assert self.state is not None
-            context = self.flow._call_context(self.spec.id, self.state.variables)
-            return await self.component(prep_res, context)
+            return await self.component(value, context)
         except Exception as exc:
             raise _component_failure(exc) from exc
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         if isinstance(exc, _ComponentFailed) and self.spec.on_error.action == "use_default":
-            assert self.state is not None
-            self.state.status[self.spec.id] = "defaulted"
             return self.spec.on_error.default_value
         raise _failure_of(self.spec.id, exc) from None
 
-    async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
+    async def _finish(self, shared: RunState, output: Any) -> Any:
+        """Record the step's output (or its skip) and pick the next action."""
         step = self.spec.id
-        if exec_res is _SKIP:
+        if output is _SKIP:
             shared.status[step] = "skipped"
             shared.outputs.pop(step, None)
             return "skipped" if self.spec.next and "skipped" in self.spec.next else None
-        shared.outputs[step] = exec_res
-        if shared.status.get(step) != "defaulted":
-            shared.status[step] = "completed"
+        shared.outputs[step] = output
+        shared.status.setdefault(step, "completed")
         if self.spec.action is None:
             return None
         action = await shared.evaluate(self.spec.action)
         if action is not None and not isinstance(action, str):
-            raise StepFailed(
-                step,
-                FlowError(
-                    "EXPRESSION_FAILURE",
-                    f'step "{step}": action must be a string, got {type(action).__name__}',
-                ),
-            )
+            message = f'step "{step}": action must be a string, got {type(action).__name__}'
+            raise StepFailed(step, FlowError("EXPRESSION_FAILURE", message))
         return action
 
     async def _run_async(self, shared: RunState) -> Any:
@@ -337,46 +334,66 @@ class StepNode(AsyncNode[RunState, Any, Any]):
             raise failure from None
 
 
-class ForEachStepNode(AsyncParallelBatchNode[RunState, Any, Any]):
-    """A ``for_each`` step: the component runs once per element, concurrently."""
+class StepNode(_StepBehaviour):
+    """One flow-file step as a core :class:`~pocketbatch.AsyncNode`."""
 
     def __init__(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
-        retry = spec.on_error.action == "retry"
-        super().__init__(
-            spec.on_error.max_retries + 1 if retry else 1,
-            spec.on_error.wait if retry else 0,
+        attempts, wait, options = self._retry_args(spec)
+        super().__init__(attempts, wait, **options)
+        self._bind(spec, component, flow)
+
+    async def prep_async(self, shared: RunState) -> Any:
+        try:
+            if await self._skipped(shared):
+                return _SKIP
+            return await shared.evaluate(self.spec.input)
+        except StepSkipped:
+            return _SKIP
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        return _SKIP if prep_res is _SKIP else await self._call(prep_res)
+
+    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+        value = await super().exec_fallback_async(prep_res, exc)
+        assert self.state is not None
+        self.state.status[self.spec.id] = "defaulted"
+        return value
+
+    async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
+        return await self._finish(shared, exec_res)
+
+
+class ForEachStepNode(_StepBehaviour, AsyncParallelBatchNode[RunState, Any, Any]):
+    """A ``for_each`` step: a core :class:`~pocketbatch.AsyncParallelBatchNode` that
+    calls the component once per element, ``max_concurrency`` at a time. With
+    ``on_item_error: collect`` a failed element's output is ``{"error": {code, message}}``.
+    """
+
+    def __init__(self, spec: StepSpec, component: Component, flow: LoadedFlow) -> None:
+        attempts, wait, options = self._retry_args(spec)
+        AsyncParallelBatchNode.__init__(
+            self,
+            attempts,
+            wait,
             max_concurrency=spec.max_concurrency,
             on_item_error=spec.on_item_error,
-            backoff=spec.on_error.backoff,
-            max_wait=30.0,
-            retry_on=_Retryable,
-            name=spec.id,
+            **options,
         )
-        self.spec = spec
-        self.component = component
-        self.flow = flow
-        self.state: RunState | None = None
+        self._bind(spec, component, flow)
 
     async def prep_async(self, shared: RunState) -> Any:
         assert self.spec.for_each is not None
-        self.state = shared
         try:
-            if self.spec.skip is not None:
-                from pocketbatch.loader._expr import truthy
-
-                if truthy(await shared.evaluate(self.spec.skip)):
-                    return _SKIP
+            if await self._skipped(shared):
+                return _SKIP
             items = await shared.evaluate(self.spec.for_each)
         except StepSkipped:
             return _SKIP
         if not isinstance(items, list):
-            raise StepFailed(
-                self.spec.id,
-                FlowError(
-                    "EXPRESSION_FAILURE",
-                    f'step "{self.spec.id}": for_each must give a list, got {type(items).__name__}',
-                ),
+            message = (
+                f'step "{self.spec.id}": for_each must give a list, got {type(items).__name__}'
             )
+            raise StepFailed(self.spec.id, FlowError("EXPRESSION_FAILURE", message))
         inputs = []
         for item in items:  # inputs are evaluated up front: a bad one is not retried
             try:
@@ -386,51 +403,22 @@ class ForEachStepNode(AsyncParallelBatchNode[RunState, Any, Any]):
         return inputs
 
     async def _exec(self, items: Any) -> Any:
-        if items is _SKIP:
-            return _SKIP
-        return await super()._exec(items)
+        return _SKIP if items is _SKIP else await super()._exec(items)
 
     async def exec_async(self, item: Any) -> Any:
         if isinstance(item, _BadItem):
             raise item.error
-        try:
-            assert self.state is not None
-            context = self.flow._call_context(self.spec.id, self.state.variables)
-            return await self.component(item, context)
-        except Exception as exc:
-            raise _component_failure(exc) from exc
-
-    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
-        if isinstance(exc, _ComponentFailed) and self.spec.on_error.action == "use_default":
-            return self.spec.on_error.default_value
-        raise _failure_of(self.spec.id, exc) from None
+        return await self._call(item)
 
     async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
-        step = self.spec.id
-        if exec_res is _SKIP:
-            shared.status[step] = "skipped"
-            return None
-        shared.outputs[step] = [
-            {"error": _failure_of(step, r.exception).error.to_dict()}
-            if isinstance(r, ItemError)
-            else r
-            for r in exec_res
-        ]
-        shared.status[step] = "completed"
-        if self.spec.action is None:
-            return None
-        action = await shared.evaluate(self.spec.action)
-        return action if isinstance(action, str) else None
-
-    async def _run_async(self, shared: RunState) -> Any:
-        shared.status.pop(self.spec.id, None)
-        try:
-            return await super()._run_async(shared)
-        except Exception as exc:
-            failure = _failure_of(self.spec.id, exc)
-            shared.status[self.spec.id] = "failed"
-            shared.failures[self.spec.id] = failure
-            raise failure from None
+        if exec_res is not _SKIP:
+            exec_res = [
+                {"error": _failure_of(self.spec.id, r.exception).error.to_dict()}
+                if isinstance(r, ItemError)
+                else r
+                for r in exec_res
+            ]
+        return await self._finish(shared, exec_res)
 
 
 class _BadItem:
