@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strict_json(text: str) -> Any:
+    """``json.loads`` without Python's NaN/Infinity extensions (they are not JSON)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _check_finite(value: Any, what: str) -> Any:
+    """Refuse NaN and infinities (which YAML can spell), so output stays JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _UsageError(f"{what} holds {value!r}, which JSON cannot represent")
+    if isinstance(value, dict):
+        for inner in value.values():
+            _check_finite(inner, what)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_finite(inner, what)
+    return value
+
+
 def _variables(pairs: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -86,8 +109,10 @@ def _variables(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not name:
             raise _UsageError(f"--var takes NAME=VALUE, got {pair!r}")
         try:
-            out[name] = json.loads(raw)
+            out[name] = _strict_json(raw)
         except ValueError:
+            if raw.strip() in ("NaN", "Infinity", "-Infinity"):
+                raise _UsageError(f"--var {name}: {raw} is not valid JSON") from None
             out[name] = raw
     return out
 
@@ -110,7 +135,7 @@ def _load(args: argparse.Namespace) -> Any:
 def _read_input(args: argparse.Namespace) -> Any:
     if args.input is not None:
         try:
-            return json.loads(args.input)
+            return _strict_json(args.input)
         except ValueError as exc:
             raise _UsageError(f"--input is not valid JSON: {exc}") from None
     if args.input_file == "-":
@@ -124,18 +149,28 @@ def _read_input(args: argparse.Namespace) -> Any:
         name = args.input_file
     from pocketbatch.loader._source import parse_document
 
-    return parse_document(text, name=name).data
+    return _check_finite(parse_document(text, name=name).data, "--input-file")
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     flow = _load(args)
     value = _read_input(args)
     result = flow.run(value)
-    print(_dump(result.to_dict()))
+    try:
+        line = _dump(result.to_dict())
+    except ValueError:  # NaN or Infinity in the result: not JSON
+        from pocketbatch.loader import FlowError, FlowResult
+
+        message = "the result holds NaN or Infinity, which JSON cannot represent"
+        result = FlowResult("failed", error=FlowError("INVALID_OUTPUT", message))
+        line = _dump(result.to_dict())
+    print(line)
     if not result.ok:
         detail = result.error.message if result.error else result.outcome
         print(f"pocketbatch: the flow {result.outcome}: {detail}", file=sys.stderr)
@@ -145,12 +180,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     flow = _load(args)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
-    cases = len(flow.tests)
     print(
-        f"{args.flow}: ok ({flow.name}: {len(flow.spec.steps)} steps, {mode}, "
-        f"{cases} test case{'s' if cases != 1 else ''})"
+        f"{args.flow}: ok ({flow.name}: {_count(len(flow.spec.steps), 'step')}, {mode}, "
+        f"{_count(len(flow.tests), 'test case')})"
     )
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:

@@ -54,6 +54,22 @@ _BODY_SNIPPET: Final = 300
 _FORMATS: Final = ("json", "yaml", "text")
 
 
+def _status_code(status: int) -> str:
+    """The error code for an HTTP error status: worth retrying or not.
+
+    429 and 5xx are ``RESOURCE_UNAVAILABLE`` and 408 ``TIMEOUT`` (both retried by
+    ``on_error: retry``); 401 and 403 are ``PERMISSION_DENIED``; any other 4xx means
+    the request itself is wrong, ``INVALID_INPUT`` (neither is retried).
+    """
+    if status == 429 or status >= 500:
+        return "RESOURCE_UNAVAILABLE"
+    if status == 408:
+        return "TIMEOUT"
+    if status in (401, 403):
+        return "PERMISSION_DENIED"
+    return "INVALID_INPUT"
+
+
 def builtin_components() -> dict[str, Component]:
     """Fresh instances of every builtin component, keyed by their path.
 
@@ -484,7 +500,7 @@ class OpenAIChat(_Builtin):
         status = response.status_code
         snippet = response.text[:_BODY_SNIPPET]
         if status >= 400:
-            code = "RESOURCE_UNAVAILABLE" if status == 429 or status >= 500 else "COMPONENT_FAILED"
+            code = _status_code(status)
             raise ComponentError(
                 code,
                 f"{self.path}: HTTP {status}: {snippet}",

@@ -792,8 +792,16 @@ def load_config(path: str | Path) -> ComponentConfig:
         {'/data': 'tools.data'}
         >>> shutil.rmtree(folder)
     """
-    file = Path(path).resolve()
-    doc = read_document(path)
+    return config_from_document(read_document(path), Path(path).resolve())
+
+
+def config_from_document(doc: Document, file: Path) -> ComponentConfig:
+    """Read a config already parsed into ``doc`` (a file, or a flow's inline
+    ``test.config``); ``file`` anchors relative module and ``load_file`` paths.
+
+    Raises:
+        LoadError: as :func:`load_config`.
+    """
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error(f"a component config must be a mapping, got {_kind(data)}")

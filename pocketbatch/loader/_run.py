@@ -799,10 +799,7 @@ def _load(
         resolve = parent._resolve
         options = parent.options
     else:
-        config_path = Path(config) if config is not None else _registry.find_config(flow_dir)
-        if config_path is None and spec.test_config_file and flow_dir is not None:
-            config_path = flow_dir / spec.test_config_file
-        parsed = _registry.load_config(config_path) if config_path is not None else None
+        parsed = _find_config(spec, doc, config, flow_dir)
         options = _options(parsed, flow_dir, allow_python_imports)
         builtins: dict[str, Component] = {**builtin_components(), **nested_components()}
         resolver = _registry.Resolver(registry, parsed, options, builtins, base_dir=flow_dir)
@@ -833,6 +830,31 @@ def _load(
             raise ComponentError("INVALID_INPUT", f"nested flow: {exc}") from None
 
     return LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
+
+
+def _find_config(
+    spec: FlowSpec, doc: Document, config: str | Path | None, flow_dir: Path | None
+) -> Any:
+    """The component config, looked up as Stepflow does: ``config`` (``--config``),
+    else the flow's ``test.config_file``, else its inline ``test.config``, else a
+    ``pocketbatch.yaml`` / ``stepflow-config.yml`` beside the flow."""
+    from pocketbatch.loader import _registry
+
+    if config is not None:
+        return _registry.load_config(config)
+    if spec.test_config_file:
+        return _registry.load_config((flow_dir or Path.cwd()) / spec.test_config_file)
+    if spec.test_config is not None:
+        at = ("test", "config")
+        inline = Document(
+            data=spec.test_config,
+            name=doc.name,
+            path=doc.path,
+            positions={p[2:]: pos for p, pos in doc.positions.items() if p[:2] == at},
+        )
+        return _registry.config_from_document(inline, doc.path or Path.cwd() / "<flow>")
+    found = _registry.find_config(flow_dir)
+    return _registry.load_config(found) if found is not None else None
 
 
 def _options(parsed: Any, flow_dir: Path | None, allow_python_imports: bool) -> LoaderOptions:

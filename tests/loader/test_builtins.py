@@ -428,12 +428,34 @@ async def test_openai_client_error_names_the_status_and_hides_the_key(server: St
     server.reply = echo_key
     key = "sk-secret-123456"
     err = await fails(OpenAIChat(), {"messages": MESSAGES, "base_url": server.url, "api_key": key})
-    assert err.code == "COMPONENT_FAILED"
+    assert err.code == "INVALID_INPUT"
     assert "openai: HTTP 400: " in err.message
     assert "invalid model" in err.message
     assert key not in str(err)
     assert key not in repr(err.data)
     assert server.requests[0].headers["authorization"] == f"Bearer {key}"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, "INVALID_INPUT"),
+        (404, "INVALID_INPUT"),
+        (401, "PERMISSION_DENIED"),
+        (403, "PERMISSION_DENIED"),
+        (408, "TIMEOUT"),
+        (429, "RESOURCE_UNAVAILABLE"),
+        (503, "RESOURCE_UNAVAILABLE"),
+    ],
+)
+async def test_openai_status_codes_map_to_retryable_or_not(
+    server: StubServer, status: int, code: str
+) -> None:
+    """Statuses worth retrying (408, 429, 5xx) get retryable codes; a bad request does not."""
+    server.answer(status, "no", "text/plain")
+    err = await fails(OpenAIChat(), {"messages": MESSAGES, "base_url": server.url})
+    assert err.code == code
 
 
 @pytest.mark.asyncio
