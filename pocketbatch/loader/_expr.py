@@ -155,8 +155,11 @@ def format_path(segments: PathSegments) -> str:
         elif re.fullmatch(r"[A-Za-z_][\w-]*", seg):
             out += f".{seg}"
         else:
-            out += f"[{json.dumps(seg)}]"
+            out += f"[{json.dumps(seg, ensure_ascii=False)}]"
     return out
+
+
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def _walk(value: Any, segments: PathSegments) -> Any:
@@ -168,7 +171,7 @@ def _walk(value: Any, segments: PathSegments) -> Any:
             value = value[seg]
         elif isinstance(value, dict) and seg in value:
             value = value[seg]
-        elif isinstance(value, list) and seg.lstrip("-").isdigit():
+        elif isinstance(value, list) and _INDEX.fullmatch(seg):
             index = int(seg)
             if not -len(value) <= index < len(value):
                 raise LookupError(seg)
@@ -572,6 +575,8 @@ def _compile_step_ref(
             raise ctx.error("$step takes a step id", here)
         step = arg
     path = _path(value.get("path"), ctx, (*where, "path"), "path")
+    if "on_skip" in value and "onSkip" in value:
+        raise ctx.error("'on_skip' and 'onSkip' mean the same thing; keep one", (*where, "onSkip"))
     key = "on_skip" if "on_skip" in value else "onSkip"
     on_skip = _on_skip(value[key], key, ctx, where) if key in value else None
     ctx.refs.append((step, here))
@@ -591,6 +596,11 @@ def _on_skip(raw: Any, key: str, ctx: CompileContext, where: DocPath) -> OnSkip:
     if unknown:
         hint = did_you_mean(str(unknown[0]), _ON_SKIP_KEYS)
         raise ctx.error(f"on_skip does not take {unknown[0]!r}{hint}", (*here, unknown[0]))
+    if "default_value" in raw and "defaultValue" in raw:
+        raise ctx.error(
+            "'default_value' and 'defaultValue' mean the same thing; keep one",
+            (*here, "defaultValue"),
+        )
     action = raw["action"]
     if action in ("use_default", "useDefault"):
         return OnSkip(True, raw.get("default_value", raw.get("defaultValue")))
@@ -660,7 +670,7 @@ def _placeholder(ref: str, ctx: CompileContext, where: DocPath) -> Expr:
             raise ctx.error(f"template placeholder {{{ref}}} needs a step id", where)
         ctx.refs.append((step, where))
         return StepRef(step, segs(b + t + ("." + srest if srest else "") if b else srest), None)
-    known = ["input", "step", "variable", "item", *sorted(ctx.item_names)]
+    known = list(dict.fromkeys(["input", "step", "variable", "item", *sorted(ctx.item_names)]))
     raise ctx.error(
         f"template placeholder {{{ref}}} must start with one of {', '.join(known)}"
         f"{did_you_mean(head, known)}",

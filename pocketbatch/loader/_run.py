@@ -198,7 +198,12 @@ class RunState:
         if expr.eager_steps and not self.flow.spec.control_flow:
             pending = [self.demand(s) for s in expr.eager_steps if s not in self.status]
             if pending:
-                await asyncio.wait(pending)
+                # Every eager step is needed, so the first failure fails the whole
+                # expression: do not wait for slower siblings (settle() stops them).
+                await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for step in expr.eager_steps:
+                    if self.status.get(step) == "failed":
+                        raise self.failures[step]
         while True:
             try:
                 return expr.eval(scope)
@@ -316,7 +321,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
         shared.outputs[step] = output
         shared.status.setdefault(step, "completed")
         if self.spec.action is None:
-            return None
+            return "default" if self.spec.next else None
         action = await shared.evaluate(self.spec.action)
         if action is not None and not isinstance(action, str):
             message = f'step "{step}": action must be a string, got {type(action).__name__}'
@@ -812,17 +817,16 @@ def _load(
             return component
 
     def subflow(source: Any, owner: LoadedFlow) -> LoadedFlow:
-        if isinstance(source, str):
-            base = owner.flow_dir or Path.cwd()
-            sub_doc = read_document(base / source)
-        elif isinstance(source, dict):
-            sub_doc = Document(data=source, name=f"{doc.name} (nested flow)", path=doc.path)
-        else:
+        if not isinstance(source, str | dict):
             raise ComponentError(
                 "INVALID_INPUT",
                 f"a nested flow is a mapping or a path, got {type(source).__name__}",
             )
         try:
+            if isinstance(source, str):
+                sub_doc = read_document((owner.flow_dir or Path.cwd()) / source)
+            else:
+                sub_doc = Document(data=source, name=f"{doc.name} (nested flow)", path=doc.path)
             return _load(
                 sub_doc, registry, None, owner.variables, allow_python_imports, parent=owner
             )

@@ -158,7 +158,8 @@ def _loader_class() -> Any:
 
         bool_tag, int_tag = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
         float_tag = "tag:yaml.org,2002:float"
-        replaced = (bool_tag, int_tag, float_tag)
+        # YAML 1.2 has no implicit timestamps: 2024-05-01 stays a string.
+        replaced = (bool_tag, int_tag, float_tag, "tag:yaml.org,2002:timestamp")
         resolvers = {
             first: [(tag, regexp) for tag, regexp in entries if tag not in replaced]
             for first, entries in yaml.CSafeLoader.yaml_implicit_resolvers.items()
@@ -193,6 +194,10 @@ def _loader_class() -> Any:
     return _LOADER
 
 
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
 class _Builder:
     """Constructs plain data from composed nodes, recording positions by path."""
 
@@ -204,6 +209,11 @@ class _Builder:
         import yaml
 
         self.doc.positions.setdefault(where, _pos(node))
+        plain_tag = {yaml.MappingNode: _MAP_TAG, yaml.SequenceNode: _SEQ_TAG}.get(type(node))
+        if plain_tag is not None and node.tag != plain_tag:
+            raise yaml.MarkedYAMLError(
+                None, None, f"the tag {node.tag!r} is not allowed here", node.start_mark
+            )
         if isinstance(node, yaml.MappingNode):
             self.loader.flatten_mapping(node)  # resolves `<<` merge keys, as the safe loader does
             pairs: list[tuple[Any, Any]] = []

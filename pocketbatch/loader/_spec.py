@@ -454,11 +454,14 @@ def _compile_input(keys: _Keys, component: str, ctx: CompileContext) -> Expr:
         # An inline sub-flow is data for the builtin, not expressions for this step.
         from pocketbatch.loader._expr import Obj
 
-        items = [
-            (k, Const(v) if k in literal else compile_expr(v, ctx, (*where, k)))
-            for k, v in raw.items()
-        ]
-        return Obj(items)
+        def entry(key: str, value: Any) -> Expr:
+            # An inline sub-flow is data; an expression ($literal, $step, ...) is not.
+            computed = isinstance(value, dict) and any(str(k).startswith("$") for k in value)
+            if key in literal and not computed:
+                return Const(value)
+            return compile_expr(value, ctx, (*where, key))
+
+        return Obj([(k, entry(k, v)) for k, v in raw.items()])
     return compile_expr(raw, ctx, where)
 
 
