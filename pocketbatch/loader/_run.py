@@ -500,6 +500,7 @@ class LoadedFlow:
         self.flow_dir = spec.doc.path.parent if spec.doc.path else None
         self._subflow_loader = subflow_loader
         self._resolve = resolve
+        self.recipe: FlowRecipe | None = None  # set by load_flow
         self._subflows: dict[str, LoadedFlow] = {}
         self._validator: Any = None
         self._nodes: dict[str, StepNode | ForEachStepNode] = {}
@@ -772,7 +773,46 @@ def load_flow(
         'HI'
     """
     doc = _read(path_or_text)
-    return _load(doc, registry, config, variables, allow_python_imports)
+    flow = _load(doc, registry, config, variables, allow_python_imports)
+    source = str(doc.path) if doc.path is not None else path_or_text
+    flow.recipe = FlowRecipe(
+        str(source),
+        None if config is None else str(config),
+        dict(variables or {}),
+        allow_python_imports,
+        registry,
+    )
+    return flow
+
+
+@dataclass(frozen=True)
+class FlowRecipe:
+    """How to load a flow again, e.g. in a worker process: ``load_flow``'s arguments.
+
+    Example:
+        >>> from pocketbatch import load_flow
+        >>> recipe = load_flow("output: 1\\n").recipe
+        >>> recipe.load().run({}).result
+        1
+    """
+
+    source: str
+    config: str | None
+    variables: Mapping[str, Any]
+    allow_python_imports: bool
+    registry: Any = None
+
+    def load(self) -> LoadedFlow:
+        """Load the flow from this recipe."""
+        return load_flow(
+            self.source
+            if "\n" in self.source or self.source.lstrip().startswith("{")
+            else Path(self.source),
+            registry=self.registry,
+            config=self.config,
+            variables=self.variables,
+            allow_python_imports=self.allow_python_imports,
+        )
 
 
 def _read(path_or_text: str | Path) -> Document:

@@ -133,6 +133,8 @@ class StepSpec:
 class TestCase:
     """One ``test.cases`` entry: an input and the expected result."""
 
+    __test__ = False  # not a pytest test class
+
     name: str
     input: Any
     expected: Mapping[str, Any] | None
