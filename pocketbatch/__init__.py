@@ -54,6 +54,7 @@ from pocketbatch.core import (
 )
 
 if _typing.TYPE_CHECKING:
+    from pocketbatch.batch import BatchItemError, evaluate_batch, iter_batch, run_batch
     from pocketbatch.loader import (
         ComponentRegistry,
         FlowError,
@@ -66,6 +67,10 @@ __version__ = "0.1.0"
 
 # Public names that live in the loader layer, imported when first used.
 _LAZY = {
+    "BatchItemError": "pocketbatch.batch",
+    "evaluate_batch": "pocketbatch.batch",
+    "iter_batch": "pocketbatch.batch",
+    "run_batch": "pocketbatch.batch",
     "ComponentRegistry": "pocketbatch.loader",
     "FlowError": "pocketbatch.loader",
     "FlowResult": "pocketbatch.loader",
@@ -98,6 +103,7 @@ __all__ = (
     "AsyncParallelBatchNode",
     "BaseNode",
     "BatchFlow",
+    "BatchItemError",
     "BatchNode",
     "ComponentError",
     "ComponentRegistry",
@@ -120,5 +126,8 @@ __all__ = (
     "PocketbatchError",
     "UnknownActionError",
     "__version__",
+    "evaluate_batch",
+    "iter_batch",
     "load_flow",
+    "run_batch",
 )

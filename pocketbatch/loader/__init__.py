@@ -13,12 +13,13 @@ into core graphs and runs them; ``_testing`` runs a file's ``test.cases``.
 
 from pocketbatch.loader._component import CallContext, LoaderOptions
 from pocketbatch.loader._registry import ComponentRegistry
-from pocketbatch.loader._run import FlowError, FlowResult, LoadedFlow, load_flow
+from pocketbatch.loader._run import FlowError, FlowRecipe, FlowResult, LoadedFlow, load_flow
 
 __all__ = (
     "CallContext",
     "ComponentRegistry",
     "FlowError",
+    "FlowRecipe",
     "FlowResult",
     "LoadedFlow",
     "LoaderOptions",

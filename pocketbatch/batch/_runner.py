@@ -1,0 +1,333 @@
+"""The batch runner: many inputs through one flow, bounded, fault-isolated, streaming.
+
+``max_concurrency`` worker tasks pull inputs one at a time from any iterable or
+async iterable, so inputs are read lazily and about ``max_concurrency`` items are
+in flight. Every item gets a :class:`~pocketbatch.FlowResult`; one item's failure
+never stops the others. Results come back as they finish (:func:`iter_batch`), or
+in input order through a bounded reorder window: when the oldest unfinished item
+holds the window full, workers stop pulling new inputs until it finishes, so
+memory stays flat however many inputs there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pocketbatch._errors import PocketbatchError
+from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
+from pocketbatch.core import Event, EventKind, Observer
+
+if TYPE_CHECKING:
+    from pocketbatch.loader import FlowResult
+
+__all__ = (
+    "BatchItemError",
+    "InputProblem",
+    "evaluate_batch",
+    "iter_batch",
+    "run_batch",
+)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """Stands in for an input that could not be read (bad JSON, not an object...).
+
+    The runner turns it into that item's failed result without running the flow,
+    so the rest of the batch goes on.
+
+    Example:
+        >>> InputProblem("INVALID_JSON", "line 3: unexpected end of data")
+        InputProblem(code='INVALID_JSON', message='line 3: unexpected end of data')
+    """
+
+    code: str
+    message: str
+
+
+class BatchItemError(PocketbatchError):
+    """An item failed in a batch run with ``on_error="raise"``.
+
+    Attributes:
+        index: the item's position in the inputs.
+        result: its failed :class:`~pocketbatch.FlowResult`.
+
+    Example:
+        >>> from pocketbatch import run_batch, load_flow
+        >>> try:
+        ...     run_batch(load_flow("output: {$input: x}\\n"), [{"x": 1}, {}], on_error="raise")
+        ... except BatchItemError as exc:
+        ...     print(exc.index, exc.result.error.code)
+        1 EXPRESSION_FAILURE
+    """
+
+    def __init__(self, index: int, result: FlowResult) -> None:
+        self.index = index
+        self.result = result
+        error = result.error
+        detail = f"[{error.code}] {error.message}" if error else result.outcome
+        super().__init__(f"batch item {index} failed: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.result), self.__dict__)
+
+
+class _Crash:
+    """A worker hit a bug (not an item failure): the batch stops with it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE: Any = object()
+
+
+async def _each(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(inputs, AsyncIterable):
+        async for item in inputs:
+            yield item
+    else:
+        for item in inputs:
+            yield item
+
+
+async def stream_results(
+    executor: Executor,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    max_concurrency: int,
+    ordered: bool = False,
+    window: int | None = None,
+    start: int = 0,
+    stop: asyncio.Event | None = None,
+    observer: Observer | None = None,
+    name: str = "batch",
+) -> AsyncGenerator[tuple[int, FlowResult], None]:
+    """``(index, result)`` for every input: the engine under :func:`iter_batch`.
+
+    Args:
+        executor: an entered executor.
+        inputs: items (an :class:`InputProblem` item fails without running).
+        max_concurrency: worker tasks, hence items in flight.
+        ordered: yield in input order (through a reorder window).
+        window: the most inputs pulled but not yet yielded (default
+            ``4 * max_concurrency``, at least ``max_concurrency``): the reorder
+            buffer's bound, and back-pressure on reading.
+        start: the index of the first input (for resuming).
+        stop: when set, no new input is pulled; in-flight items finish.
+        observer: told ``item_started/finished/failed`` for each item.
+        name: the name in those events.
+    """
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    window = max(window or 4 * max_concurrency, max_concurrency)
+    source = _each(inputs).__aiter__()
+    slots = asyncio.Semaphore(window)
+    pull_lock = asyncio.Lock()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    next_index = start
+    exhausted = False
+
+    async def worker() -> None:
+        nonlocal next_index, exhausted
+        try:
+            while True:
+                await slots.acquire()
+                async with pull_lock:
+                    if exhausted or (stop is not None and stop.is_set()):
+                        slots.release()
+                        return
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        slots.release()
+                        return
+                    index = next_index
+                    next_index += 1
+                if observer is not None:
+                    observer(Event(EventKind.ITEM_STARTED, name, item=index))
+                if isinstance(item, InputProblem):
+                    from pocketbatch.loader import FlowError, FlowResult
+
+                    result = FlowResult("failed", error=FlowError(item.code, item.message))
+                else:
+                    result = await executor.run(index, item)
+                if observer is not None:
+                    kind = EventKind.ITEM_FINISHED if result.ok else EventKind.ITEM_FAILED
+                    observer(Event(kind, name, item=index))
+                queue.put_nowait((index, result))
+        except Exception as exc:  # a bug, or the input iterable raised: stop the batch
+            queue.put_nowait(_Crash(exc))
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max_concurrency)]
+
+    async def close_when_done() -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        queue.put_nowait(_DONE)
+
+    closer = asyncio.create_task(close_when_done())
+    pending: dict[int, FlowResult] = {}
+    expected = start
+    try:
+        while True:
+            got = await queue.get()
+            if got is _DONE:
+                break
+            if isinstance(got, _Crash):
+                raise got.error
+            index, result = got
+            if not ordered:
+                slots.release()
+                yield index, result
+                continue
+            pending[index] = result
+            while expected in pending:
+                ready = pending.pop(expected)
+                slots.release()
+                yield expected, ready
+                expected += 1
+    finally:
+        for task in (*tasks, closer):
+            task.cancel()
+        await asyncio.gather(*tasks, closer, return_exceptions=True)
+
+
+async def iter_batch(
+    flow: Any,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    max_concurrency: int = 16,
+    executor: ExecutorKind | Executor = "async",
+    max_workers: int | None = None,
+    observer: Observer | None = None,
+    ordered: bool = False,
+) -> AsyncGenerator[tuple[int, FlowResult], None]:
+    """Yield ``(index, FlowResult)`` for each input as it finishes (or in input order).
+
+    Inputs are consumed lazily from any iterable or async iterable; about
+    ``max_concurrency`` items are in flight. Failing items yield failed results;
+    the batch goes on.
+
+    Args:
+        flow: a :class:`~pocketbatch.LoadedFlow`, or a core flow/node (its input is
+            ``shared["input"]``, its result ``shared["output"]``).
+        inputs: the items.
+        max_concurrency: items in flight at once.
+        executor: ``"async"`` (this process), ``"process"`` (a process pool), or
+            an :class:`~pocketbatch.batch.Executor`.
+        max_workers: processes for the process executor.
+        observer: receives each item's events (and, in-process, the flows' own).
+        ordered: yield in input order instead of as items finish.
+
+    Example:
+        >>> import asyncio
+        >>> from pocketbatch import iter_batch, load_flow
+        >>> flow = load_flow("output: {$input: n}\\n")
+        >>> async def main():
+        ...     pairs = [(i, r.result) async for i, r in iter_batch(flow, [{"n": 1}, {"n": 2}])]
+        ...     return sorted(pairs)
+        >>> asyncio.run(main())
+        [(0, 1), (1, 2)]
+    """
+    name = getattr(flow, "name", None) or type(flow).__name__
+    runner = make_executor(executor, flow, max_workers=max_workers, observer=observer)
+    async with runner:
+        stream = stream_results(
+            runner,
+            inputs,
+            max_concurrency=max_concurrency,
+            ordered=ordered,
+            observer=observer,
+            name=str(name),
+        )
+        async with aclosing(stream):
+            async for pair in stream:
+                yield pair
+
+
+async def evaluate_batch(
+    flow: Any,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    max_concurrency: int = 16,
+    on_error: Literal["collect", "raise"] = "collect",
+    executor: ExecutorKind | Executor = "async",
+    max_workers: int | None = None,
+    observer: Observer | None = None,
+) -> list[FlowResult]:
+    """Run ``flow`` over every input; the results, in input order.
+
+    Like Stepflow's ``evaluate_batch``: each input gets its own
+    :class:`~pocketbatch.FlowResult`, and with ``on_error="collect"`` (the default)
+    a failing input fails only its own result. With ``on_error="raise"`` the first
+    failure raises :class:`BatchItemError` and the items in flight are cancelled.
+
+    Args:
+        flow, inputs, max_concurrency, executor, max_workers, observer: as for
+            :func:`iter_batch`.
+        on_error: ``"collect"`` or ``"raise"``.
+
+    Example:
+        >>> import asyncio
+        >>> from pocketbatch import evaluate_batch, load_flow
+        >>> flow = load_flow("output: {$input: x}\\n")
+        >>> results = asyncio.run(evaluate_batch(flow, [{"x": 1}, {}, {"x": 3}], max_concurrency=2))
+        >>> [r.outcome for r in results]
+        ['success', 'failed', 'success']
+    """
+    if on_error not in ("collect", "raise"):
+        raise ValueError(f"on_error must be 'collect' or 'raise', got {on_error!r}")
+    results: list[Any] = []
+    stream = iter_batch(
+        flow,
+        inputs,
+        max_concurrency=max_concurrency,
+        executor=executor,
+        max_workers=max_workers,
+        observer=observer,
+    )
+    async with aclosing(stream):  # on a raise, in-flight items are cancelled at once
+        async for index, result in stream:
+            if on_error == "raise" and not result.ok:
+                raise BatchItemError(index, result)
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = result
+    return results
+
+
+def run_batch(
+    flow: Any,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    max_concurrency: int = 16,
+    on_error: Literal["collect", "raise"] = "collect",
+    executor: ExecutorKind | Executor = "async",
+    max_workers: int | None = None,
+    observer: Observer | None = None,
+) -> list[FlowResult]:
+    """Blocking twin of :func:`evaluate_batch` (not for use inside an event loop).
+
+    Example:
+        >>> from pocketbatch import load_flow, run_batch
+        >>> [r.result for r in run_batch(load_flow("output: {$input: x}\\n"), [{"x": 1}, {"x": 2}])]
+        [1, 2]
+    """
+    return asyncio.run(
+        evaluate_batch(
+            flow,
+            inputs,
+            max_concurrency=max_concurrency,
+            on_error=on_error,
+            executor=executor,
+            max_workers=max_workers,
+            observer=observer,
+        )
+    )
