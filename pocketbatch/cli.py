@@ -2,13 +2,16 @@
 
 Commands::
 
+    pocketbatch run-batch --flow F --inputs IN.jsonl [--output OUT.jsonl] [--max-concurrent N]
+                          [--resume] [--executor async|process] [--config C] [--var k=v]
     pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
     pocketbatch validate F [--config C]
     pocketbatch visualize F [--config C]
     pocketbatch test F [--config C]
 
 Results go to stdout as JSON, diagnostics to stderr. Exit codes: 0 success,
-1 the flow (or a test case) failed, 2 bad usage or a flow that does not load.
+1 the flow (or a test case, or a batch item) failed, 2 bad usage or a flow that
+does not load, 130 an interrupted batch (rerun it with --resume).
 """
 
 from __future__ import annotations
@@ -65,6 +68,36 @@ def _parser() -> argparse.ArgumentParser:
             help="refuse /python/<module>.<function> components",
         )
 
+    batch = sub.add_parser(
+        "run-batch",
+        help="run a flow over every line of a JSONL file, writing one JSON line per input",
+    )
+    flow_options(batch, positional=False)
+    batch.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
+    batch.add_argument("--output", help="where the results go (default: stdout)")
+    batch.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="inputs in flight at once (default 16)",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted batch: keep the records --output has, run the rest",
+    )
+    batch.add_argument(
+        "--executor",
+        choices=("async", "process"),
+        default="async",
+        help="where items run: this process (async, default) or a process pool",
+    )
+    batch.add_argument(
+        "--workers", type=_positive, metavar="N", help="processes for --executor process"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+
     run = sub.add_parser("run", help="run a flow once and print its result as JSON")
     flow_options(run, positional=False)
     source = run.add_mutually_exclusive_group(required=True)
@@ -99,6 +132,16 @@ def _check_finite(value: Any, what: str) -> Any:
     elif isinstance(value, list):
         for inner in value:
             _check_finite(inner, what)
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -177,6 +220,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _cmd_run_batch(args: argparse.Namespace) -> int:
+    from pocketbatch.batch._command import run_batch_command
+    from pocketbatch.batch._jsonl import ResumeError
+
+    inputs = Path(args.inputs)
+    if not inputs.is_file():
+        raise _UsageError(f"--inputs {args.inputs}: no such file")
+    if args.resume and not args.output:
+        raise _UsageError("--resume needs --output: the file to continue")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.resolve() == inputs.resolve():
+        raise _UsageError("--output must not be the --inputs file")
+    flow = _load(args)
+    try:
+        return run_batch_command(
+            flow,
+            inputs,
+            output,
+            max_concurrent=args.max_concurrent,
+            resume=args.resume,
+            executor=args.executor,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    except ResumeError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     flow = _load(args)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
@@ -211,6 +282,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    "run-batch": _cmd_run_batch,
     "run": _cmd_run,
     "validate": _cmd_validate,
     "visualize": _cmd_visualize,

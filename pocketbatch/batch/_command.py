@@ -1,0 +1,155 @@
+"""``pocketbatch run-batch``: stream a JSONL file through a flow into a JSONL file.
+
+One output record per non-blank input line, in input order (stdout when there is
+no ``--output``). Exit codes: 0 all succeeded, 1 some failed, 2 usage or load
+error, 130 interrupted (the output is left resumable: rerun with ``--resume``).
+
+Ctrl-C once: no new items start; those in flight finish and are written. Twice:
+in-flight items are cancelled. Either way the records written so far are a
+clean prefix of the full output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import aclosing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from pocketbatch.batch._executors import Executor, make_executor
+from pocketbatch.batch._jsonl import (
+    JsonlWriter,
+    Line,
+    count_inputs,
+    read_inputs,
+    record,
+    resume_point,
+)
+from pocketbatch.batch._progress import Progress
+from pocketbatch.batch._runner import stream_results
+
+if TYPE_CHECKING:
+    from pocketbatch.loader import FlowResult, LoadedFlow
+
+__all__ = ("run_batch_command",)
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class _WithLineNumbers:
+    """Unwraps :class:`Line` items, and names the input line in INVALID_INPUT errors."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+    async def run(self, index: int, item: Any) -> FlowResult:
+        line = item if isinstance(item, Line) else None
+        result = await self.inner.run(index, line.value if line else item)
+        if line is not None and result.error is not None and result.error.code == "INVALID_INPUT":
+            from dataclasses import replace
+
+            error = replace(result.error, message=f"line {line.number}: {result.error.message}")
+            result = replace(result, error=error)
+        return result
+
+
+def _say(message: str) -> None:
+    print(f"pocketbatch: {message}", file=sys.stderr, flush=True)
+
+
+async def _run(
+    flow: LoadedFlow,
+    inputs: Path,
+    output: Path | None,
+    *,
+    max_concurrent: int,
+    resume: bool,
+    executor: str,
+    workers: int | None,
+    progress_enabled: bool,
+) -> int:
+    skip = resume_point(output) if resume and output is not None else 0
+    total = count_inputs(inputs)
+    if skip:
+        _say(f"resuming: {skip} of {total} inputs already in {output}")
+    progress = Progress(total - skip, enabled=progress_enabled)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    interrupts = 0
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            stop.set()
+            _say("interrupted: finishing the items in flight (Ctrl-C again to cancel them)")
+        elif main is not None:
+            main.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    writer = JsonlWriter(output if output is not None else sys.stdout.buffer, append=bool(skip))
+    runner = _WithLineNumbers(make_executor(executor, flow, max_workers=workers))  # type: ignore[arg-type]
+    cancelled = False
+    try:
+        async with runner:
+            stream = stream_results(
+                runner,
+                read_inputs(inputs, skip=skip),
+                max_concurrency=max_concurrent,
+                ordered=True,
+                start=skip,
+                stop=stop,
+            )
+            async with aclosing(stream):
+                async for index, result in stream:
+                    writer.write(record(index, result))
+                    progress.update(ok=result.ok)
+    except asyncio.CancelledError:
+        cancelled = True
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        writer.close()
+        progress.close()
+    _say(progress.summary())
+    if cancelled or stop.is_set():
+        done = skip + writer.written
+        where = f" --output {output}" if output is not None else ""
+        _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if progress.failed == 0 else EXIT_FAILED
+
+
+def run_batch_command(
+    flow: LoadedFlow,
+    inputs: Path,
+    output: Path | None,
+    *,
+    max_concurrent: int,
+    resume: bool,
+    executor: str,
+    workers: int | None,
+    progress: bool,
+) -> int:
+    """Run the command (the CLI has parsed and checked the arguments)."""
+    return asyncio.run(
+        _run(
+            flow,
+            inputs,
+            output,
+            max_concurrent=max_concurrent,
+            resume=resume,
+            executor=executor,
+            workers=workers,
+            progress_enabled=progress,
+        )
+    )

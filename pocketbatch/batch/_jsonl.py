@@ -1,0 +1,210 @@
+"""JSONL in and out: a lazy reader that never loses a line, an ordered writer, resume.
+
+Reading yields one item per non-blank input line, in order. A line that is not
+JSON, or not a JSON object, becomes an :class:`~pocketbatch.batch.InputProblem`
+naming its line number, so it fails its own record and the batch goes on.
+
+Output records are one JSON object per line, in input order::
+
+    {"index": 0, "outcome": "success", "result": ...}
+    {"index": 1, "outcome": "failed", "error": {"code": ..., "message": ...}}
+
+Because records are written in order, an interrupted output file is always a
+prefix of the full one (plus, after a hard kill, maybe one torn last line).
+:func:`resume_point` repairs the tear and says how many inputs are done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pocketbatch._errors import PocketbatchError
+from pocketbatch.batch._runner import InputProblem
+
+if TYPE_CHECKING:
+    from pocketbatch.loader import FlowResult
+
+__all__ = (
+    "JsonlWriter",
+    "Line",
+    "ResumeError",
+    "count_inputs",
+    "read_inputs",
+    "record",
+    "resume_point",
+)
+
+
+class ResumeError(PocketbatchError):
+    """An existing output file cannot be resumed (it is not this batch's output)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """An input with the line number it came from (1-based)."""
+
+    number: int
+    value: Any
+
+
+def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProblem]:
+    """Yield each non-blank line of ``path`` as a :class:`Line`, lazily.
+
+    A line that is not a JSON object yields an :class:`InputProblem`
+    (``INVALID_JSON`` or ``INVALID_INPUT``) naming the line. The first ``skip``
+    inputs (non-blank lines) are passed over without parsing, for resuming.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "in.jsonl"
+        >>> _ = f.write_text('{"a": 1}\\n\\nnot json\\n[1]\\n')
+        >>> [type(x).__name__ for x in read_inputs(f)]
+        ['Line', 'InputProblem', 'InputProblem']
+    """
+    import orjson
+
+    seen = 0
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
+                continue
+            if not isinstance(value, dict):
+                kind = "null" if value is None else type(value).__name__
+                kind = {"dict": "object", "list": "array", "str": "string"}.get(kind, kind)
+                yield InputProblem(
+                    "INVALID_INPUT", f"line {number}: expected a JSON object, got {kind}"
+                )
+                continue
+            yield Line(number, value)
+
+
+def count_inputs(path: str | Path) -> int:
+    """How many inputs (non-blank lines) ``path`` holds: for progress and ETA."""
+    with open(path, "rb") as stream:
+        return sum(1 for raw in stream if raw.strip())
+
+
+def record(index: int, result: FlowResult) -> dict[str, Any]:
+    """The output record for one input.
+
+    Example:
+        >>> from pocketbatch import FlowResult
+        >>> record(3, FlowResult("success", {"n": 1}))
+        {'index': 3, 'outcome': 'success', 'result': {'n': 1}}
+    """
+    return {"index": index, **result.to_dict()}
+
+
+class JsonlWriter:
+    """Writes records as JSON lines to a file (appending) or a stream.
+
+    Each write goes straight to the operating system (not left in a Python
+    buffer), so a killed process loses at most the line being written.
+
+    Example:
+        >>> import io
+        >>> out = io.BytesIO()
+        >>> writer = JsonlWriter(out)
+        >>> writer.write({"index": 0, "outcome": "success", "result": 1})
+        >>> out.getvalue()
+        b'{"index":0,"outcome":"success","result":1}\\n'
+    """
+
+    def __init__(self, target: str | Path | IO[bytes], *, append: bool = False) -> None:
+        if isinstance(target, str | Path):
+            self._stream: IO[bytes] = open(target, "ab" if append else "wb")  # noqa: SIM115
+            self._owned = True
+        else:
+            self._stream = target
+            self._owned = False
+        self.written = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write one record as one line."""
+        import orjson
+
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError as exc:  # not JSON-serialisable: fail the record, keep the line
+            failed = {
+                "index": record.get("index"),
+                "outcome": "failed",
+                "error": {"code": "INVALID_OUTPUT", "message": f"the result is not JSON: {exc}"},
+            }
+            line = orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE)
+        self._stream.write(line)
+        self._stream.flush()
+        self.written += 1
+
+    def close(self) -> None:
+        """Flush and close (a stream passed in is flushed, not closed)."""
+        self._stream.flush()
+        if self._owned:
+            self._stream.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def resume_point(path: str | Path) -> int:
+    """How many records ``path`` already holds, after repairing a torn last line.
+
+    Records must be this batch's: indexes 0, 1, 2... in order. A last line cut
+    short by a crash (no newline, or not JSON) is removed. A missing file is 0.
+
+    Raises:
+        ResumeError: a complete line is not a record, or indexes are out of order.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> _ = f.write_bytes(b'{"index":0,"outcome":"success"}\\n{"index":1,"outc')
+        >>> resume_point(f), f.read_bytes()
+        (1, b'{"index":0,"outcome":"success"}\\n')
+    """
+    import orjson
+
+    file = Path(path)
+    if not file.exists():
+        return 0
+    done = 0
+    good_end = 0
+    with open(file, "rb") as stream:
+        for raw in stream:
+            if not raw.endswith(b"\n"):
+                break  # torn: the writer died mid-line
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                if stream.read(1):  # a broken line that is not the last one
+                    raise ResumeError(
+                        f"{path}: line {done + 1} is not JSON; this is not a batch output "
+                        "file, or it was edited"
+                    ) from None
+                break
+            if not isinstance(value, dict) or value.get("index") != done:
+                raise ResumeError(
+                    f"{path}: line {done + 1} should be the record of input {done}, got "
+                    f"{raw[:80]!r}; resume only continues an output written by run-batch "
+                    "for the same inputs"
+                )
+            done += 1
+            good_end += len(raw)
+    if good_end != file.stat().st_size:
+        with open(file, "r+b") as stream:
+            stream.truncate(good_end)
+    return done
