@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -1116,6 +1118,48 @@ def _first_on_sys_path(directory: Path | None) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+def _import_from(directory: Path | None, module_name: str) -> ModuleType:
+    """Import ``module_name`` as found from ``directory`` first.
+
+    Two flows in one process may each route to a ``components`` module beside
+    them. When a module of the same top-level name is already imported from
+    somewhere else, this directory's one is loaded as a separate copy under a
+    private name, so each flow gets its own components.
+    """
+    if directory is None:
+        return importlib.import_module(module_name)
+    top, _, rest = module_name.partition(".")
+    as_file = directory / f"{top}.py"
+    as_package = directory / top / "__init__.py"
+    local = as_file if as_file.is_file() else as_package if as_package.is_file() else None
+    loaded = sys.modules.get(top)
+    loaded_from = getattr(loaded, "__file__", None)
+    if (
+        local is None
+        or loaded is None
+        or (loaded_from is not None and Path(loaded_from).resolve() == local.resolve())
+    ):
+        with _first_on_sys_path(directory):
+            return importlib.import_module(module_name)
+    digest = hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:12]
+    alias = f"_pocketbatch_routes_{digest}_{top}"
+    if alias not in sys.modules:
+        search = [str(local.parent)] if local == as_package else None
+        spec = importlib.util.spec_from_file_location(
+            alias, local, submodule_search_locations=search
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {local}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[alias] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[alias]
+            raise
+    return importlib.import_module(f"{alias}.{rest}" if rest else alias)
+
+
 def _attribute(owner: Any, segment: str) -> Any:
     """``owner.<segment>`` (also with ``-`` as ``_``), importing a package's submodule
     if need be; private names are never looked up."""
@@ -1291,7 +1335,7 @@ class Resolver:
             return None
         try:
             with _first_on_sys_path(config.directory):
-                owner: Any = importlib.import_module(module_name)
+                owner: Any = _import_from(config.directory, module_name)
                 module = owner
                 for segment in segments:
                     owner = _attribute(owner, segment)
@@ -1387,7 +1431,7 @@ class Resolver:
         label = f"importing {name!r} from module {module_name!r}"
         try:
             with _first_on_sys_path(self.base_dir):
-                module = importlib.import_module(module_name)
+                module = _import_from(self.base_dir, module_name)
         except Exception as exc:
             tried.append(f"{label}, which cannot be imported ({type(exc).__name__}: {exc})")
             raise self._unknown(path, f"unknown component {path!r}", tried, choices) from None

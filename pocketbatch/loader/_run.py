@@ -29,7 +29,7 @@ from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped, truthy
-from pocketbatch.loader._source import Document, parse_document, read_document
+from pocketbatch.loader._source import DocPath, Document, parse_document, read_document
 from pocketbatch.loader._spec import FlowSpec, StepSpec, TestCase, parse_flow
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ class RunState:
         self.failures: dict[str, StepFailed] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.result: Any = None
+        self.steps_run = 0
 
     # Scope protocol -----------------------------------------------------------
     def step_output(self, step: str) -> Any:
@@ -270,6 +271,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
     component: Component
     flow: LoadedFlow
     state: RunState | None = None
+    _defaulted = False  # this run's output is on_error's default_value
 
     @staticmethod
     def _retry_args(spec: StepSpec) -> tuple[int, float, dict[str, Any]]:
@@ -319,7 +321,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
             shared.outputs.pop(step, None)
             return "skipped" if self.spec.next and "skipped" in self.spec.next else None
         shared.outputs[step] = output
-        shared.status.setdefault(step, "completed")
+        shared.status[step] = "defaulted" if self._defaulted else "completed"
         if self.spec.action is None:
             return "default" if self.spec.next else None
         action = await shared.evaluate(self.spec.action)
@@ -329,7 +331,19 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
         return action
 
     async def _run_async(self, shared: RunState) -> Any:
-        shared.status.pop(self.spec.id, None)  # a loop runs a step again
+        # In a next loop the step runs again: its previous output stays readable
+        # (by its own input too) until this run records a new one.
+        shared.steps_run += 1
+        limit = self.flow.spec.max_steps
+        if shared.steps_run > limit:
+            message = (
+                f"the flow ran {limit} steps without ending: a next loop whose action never "
+                f"leaves it? (raise max_steps if it needs more)"
+            )
+            failure = StepFailed(self.spec.id, FlowError("STEP_LIMIT", message))
+            shared.status[self.spec.id] = "failed"
+            shared.failures[self.spec.id] = failure
+            raise failure
         try:
             return await super()._run_async(shared)
         except Exception as exc:
@@ -360,8 +374,7 @@ class StepNode(_StepBehaviour):
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         value = await super().exec_fallback_async(prep_res, exc)
-        assert self.state is not None
-        self.state.status[self.spec.id] = "defaulted"
+        self._defaulted = True
         return value
 
     async def post_async(self, shared: RunState, prep_res: Any, exec_res: Any) -> Any:
@@ -491,7 +504,7 @@ class LoadedFlow:
         *,
         options: LoaderOptions,
         variables: Mapping[str, Any] | None = None,
-        subflow_loader: Callable[[Any, LoadedFlow], LoadedFlow] | None = None,
+        subflow_loader: Callable[[Any, LoadedFlow, DocPath | None], LoadedFlow] | None = None,
     ) -> None:
         self.spec = spec
         self.options = options
@@ -503,6 +516,7 @@ class LoadedFlow:
         self.recipe: FlowRecipe | None = None  # set by load_flow
         self._subflows: dict[str, LoadedFlow] = {}
         self._validator: Any = None
+        self._variables_validator: Any = None
         self._nodes: dict[str, StepNode | ForEachStepNode] = {}
         for step in spec.steps:
             try:
@@ -561,6 +575,9 @@ class LoadedFlow:
         if problem is not None:
             return FlowResult("failed", error=problem)
         merged = {**self.variables, **(variables or {})}
+        problem = self.check_variables(merged)
+        if problem is not None:
+            return FlowResult("failed", error=problem)
         state = RunState(self, input, merged)
         try:
             await self.graph.run_async(state, observer=observer)
@@ -602,6 +619,26 @@ class LoadedFlow:
         error = best_match(errors)
         return FlowError("INVALID_INPUT", f"input {error.json_path}: {error.message}")
 
+    def check_variables(self, variables: Mapping[str, Any]) -> FlowError | None:
+        """The ``INVALID_INPUT`` error for run variables that do not fit the flow's
+        ``variables_schema`` (variables nobody supplied are not checked), or ``None``."""
+        schema = self.spec.variables_schema
+        if not isinstance(schema, dict):
+            return None
+        if self._variables_validator is None:
+            from jsonschema import Draft202012Validator
+
+            relaxed = {k: v for k, v in schema.items() if k != "required"}
+            self._variables_validator = Draft202012Validator(relaxed)
+        errors = list(self._variables_validator.iter_errors(dict(variables)))
+        if not errors:
+            return None
+        from jsonschema.exceptions import best_match
+
+        error = best_match(errors)
+        path = error.json_path.replace("$", "variables", 1)
+        return FlowError("INVALID_INPUT", f"{path}: {error.message}")
+
     # -- helpers for steps and builtins ----------------------------------------------------
 
     def _call_context(self, step: str, variables: Mapping[str, Any]) -> CallContext:
@@ -613,17 +650,43 @@ class LoadedFlow:
             load_subflow=self.load_subflow,
         )
 
-    def load_subflow(self, source: Any) -> LoadedFlow:
+    def load_subflow(self, source: Any, where: DocPath | None = None) -> LoadedFlow:
         """Compile a nested flow (a mapping, or a path relative to this flow's folder)
-        with this flow's components and options; compiled once per distinct source."""
+        with this flow's components and options; compiled once per distinct source.
+
+        Raises:
+            ComponentError: ``INVALID_INPUT`` when the nested flow does not load
+                (at load time, for a sub-flow written in the file, the
+                :class:`LoadError` itself, with its line and column).
+        """
         key = source if isinstance(source, str) else json.dumps(source, sort_keys=True, default=str)
         found = self._subflows.get(key)
         if found is None:
             if self._subflow_loader is None:
                 raise ComponentError("INVALID_INPUT", "nested flows are not available here")
-            found = self._subflow_loader(source, self)
+            try:
+                found = self._subflow_loader(source, self, where)
+            except LoadError as exc:
+                if where is not None:
+                    raise
+                raise ComponentError("INVALID_INPUT", f"nested flow: {exc}") from None
             self._subflows[key] = found
         return found
+
+    def _load_literal_subflows(self) -> None:
+        """Compile the sub-flows written into /builtin/map and /builtin/eval steps now,
+        so their mistakes are load errors at their own line and column."""
+        from pocketbatch.loader._expr import Const, Obj
+
+        for step in self.spec.steps:
+            if step.component not in ("/builtin/map", "/builtin/eval"):
+                continue
+            if not isinstance(step.input, Obj):
+                continue
+            for key, expr in step.input.items:
+                literal = isinstance(expr, Const) and isinstance(expr.value, dict | str)
+                if key in ("workflow", "flow") and literal:
+                    self.load_subflow(expr.value, (*step.where, "input", key))
 
     def _variable_fallback(self, name: str) -> Any:
         schema = self.spec.variables_schema or {}
@@ -856,24 +919,29 @@ def _load(
                 raise _UnknownComponentError(exc.message) from None
             return component
 
-    def subflow(source: Any, owner: LoadedFlow) -> LoadedFlow:
-        if not isinstance(source, str | dict):
+    def subflow(source: Any, owner: LoadedFlow, where: DocPath | None) -> LoadedFlow:
+        if isinstance(source, str):
+            sub_doc = read_document((owner.flow_dir or Path.cwd()) / source)
+        elif isinstance(source, dict):
+            # Written in this file: keep its positions, so errors point into the file.
+            inside = len(where) if where is not None else None
+            positions = (
+                {p[inside:]: pos for p, pos in doc.positions.items() if p[:inside] == where}
+                if where is not None and inside is not None
+                else {}
+            )
+            name = doc.name if where is not None else f"{doc.name} (nested flow)"
+            sub_doc = Document(data=source, name=name, path=doc.path, positions=positions)
+        else:
             raise ComponentError(
                 "INVALID_INPUT",
                 f"a nested flow is a mapping or a path, got {type(source).__name__}",
             )
-        try:
-            if isinstance(source, str):
-                sub_doc = read_document((owner.flow_dir or Path.cwd()) / source)
-            else:
-                sub_doc = Document(data=source, name=f"{doc.name} (nested flow)", path=doc.path)
-            return _load(
-                sub_doc, registry, None, owner.variables, allow_python_imports, parent=owner
-            )
-        except LoadError as exc:
-            raise ComponentError("INVALID_INPUT", f"nested flow: {exc}") from None
+        return _load(sub_doc, registry, None, owner.variables, allow_python_imports, parent=owner)
 
-    return LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
+    flow = LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
+    flow._load_literal_subflows()
+    return flow
 
 
 def _find_config(

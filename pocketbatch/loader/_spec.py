@@ -35,6 +35,7 @@ _TOP_KEYS: dict[str, tuple[str, ...]] = {
     "steps": ("steps",),
     "output": ("output",),
     "start": ("start",),
+    "max_steps": ("max_steps", "maxSteps"),
     "test": ("test",),
     "examples": ("examples",),
 }
@@ -155,6 +156,7 @@ class FlowSpec:
     output_schema: Mapping[str, Any] | None = None
     variables_schema: Mapping[str, Any] | None = None
     start: str | None = None
+    max_steps: int = 10_000
     tests: tuple[TestCase, ...] = ()
     test_config: Mapping[str, Any] | None = None
     test_config_file: str | None = None
@@ -210,6 +212,11 @@ class _Keys:
     def error(self, message: str, canonical: str | None = None) -> LoadError:
         where = self.at(canonical) if canonical else self.where
         return self.doc.error(message, where, step=self.step)
+
+
+def _whole(value: Any, *, minimum: int) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _kind(value: Any) -> str:
@@ -296,6 +303,9 @@ def parse_flow(doc: Document) -> FlowSpec:
     if not control:
         _check_cycles(doc, steps, index)
 
+    max_steps = top.get("max_steps", 10_000)
+    if not _whole(max_steps, minimum=1):
+        raise top.error("max_steps must be a whole number >= 1", "max_steps")
     tests, test_config, test_config_file = _parse_tests(doc, top)
     return FlowSpec(
         doc=doc,
@@ -307,6 +317,7 @@ def parse_flow(doc: Document) -> FlowSpec:
         output_schema=output_schema,
         variables_schema=variables_schema,
         start=start,
+        max_steps=max_steps,
         tests=tests,
         test_config=test_config,
         test_config_file=test_config_file,

@@ -520,15 +520,31 @@ def test_config_beside_the_flow_is_found_and_its_errors_reported(tmp_path: Path)
 # --------------------------------------------------------------------------- nested flows
 
 
-def test_nested_flow_load_error_is_invalid_input_at_run_time() -> None:
+def test_nested_flow_written_in_the_file_is_checked_at_load_time() -> None:
+    """A mistake inside an inline sub-flow is a LoadError pointing into the file."""
+    with pytest.raises(LoadError) as caught:
+        load_flow(
+            "steps:\n"
+            "  - id: m\n"
+            "    component: /builtin/eval\n"
+            "    input: {flow: {outptu: 1}, input: 1}\n"
+            "output: {$step: m}\n"
+        )
+    assert str(caught.value) == (
+        "<string>:4:20: unknown key 'outptu' in the flow (did you mean 'output'?)"
+    )
+
+
+def test_nested_flow_computed_at_run_time_fails_as_invalid_input() -> None:
+    """A sub-flow that only exists at run time fails its step with INVALID_INPUT."""
     flow = load_flow(
         "steps:\n"
         "  - id: m\n"
         "    component: /builtin/eval\n"
-        "    input: {flow: {outptu: 1}, input: 1}\n"
+        "    input: {flow: {$input: f}, input: 1}\n"
         "output: {$step: m}\n"
     )
-    assert flow.run({}).to_dict() == {
+    assert flow.run({"f": {"outptu": 1}}).to_dict() == {
         "outcome": "failed",
         "error": {
             "code": "INVALID_INPUT",
@@ -538,16 +554,15 @@ def test_nested_flow_load_error_is_invalid_input_at_run_time() -> None:
     }
 
 
-def test_missing_subflow_file_is_invalid_input_and_not_retried(tmp_path: Path) -> None:
+def test_missing_subflow_file_is_a_load_error(tmp_path: Path) -> None:
+    """A sub-flow path written in the file must exist when the flow loads."""
     flow_path = tmp_path / "flow.yaml"
     flow_path.write_text(
         "steps:\n"
         "  - id: m\n"
         "    component: /builtin/map\n"
         "    input: {workflow: missing.yaml, items: [1]}\n"
-        "    on_error: {action: retry, max_retries: 2, wait: 0}\n"
         "output: {$step: m}\n"
     )
-    result = load_flow(flow_path).run({})
-    assert result.error is not None
-    assert result.error.code == "INVALID_INPUT"
+    with pytest.raises(LoadError, match="missing.yaml: no such file"):
+        load_flow(flow_path)
