@@ -564,5 +564,5 @@ def test_missing_subflow_file_is_a_load_error(tmp_path: Path) -> None:
         "    input: {workflow: missing.yaml, items: [1]}\n"
         "output: {$step: m}\n"
     )
-    with pytest.raises(LoadError, match="missing.yaml: no such file"):
+    with pytest.raises(LoadError, match=r"missing\.yaml: no such file"):
         load_flow(flow_path)
