@@ -22,10 +22,11 @@ from pocketbatch.batch._executors import Executor, make_executor
 from pocketbatch.batch._jsonl import (
     JsonlWriter,
     Line,
+    Resumed,
     count_inputs,
     read_inputs,
     record,
-    resume_point,
+    resume_state,
 )
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ("run_batch_command",)
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 
 
 class _WithLineNumbers:
@@ -62,6 +63,15 @@ class _WithLineNumbers:
         return result
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit flush stays quiet."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _say(message: str) -> None:
     print(f"pocketbatch: {message}", file=sys.stderr, flush=True)
 
@@ -77,10 +87,14 @@ async def _run(
     workers: int | None,
     progress_enabled: bool,
 ) -> int:
-    skip = resume_point(output) if resume and output is not None else 0
     total = count_inputs(inputs)
+    earlier = resume_state(output, inputs=total) if resume and output is not None else Resumed(0, 0)
+    skip = earlier.done
     if skip:
-        _say(f"resuming: {skip} of {total} inputs already in {output}")
+        _say(
+            f"resuming: {skip} of {total} inputs already in {output} "
+            f"({earlier.failed} of them failed)"
+        )
     progress = Progress(total - skip, enabled=progress_enabled)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,7 +113,7 @@ async def _run(
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     writer = JsonlWriter(output if output is not None else sys.stdout.buffer, append=bool(skip))
     runner = _WithLineNumbers(make_executor(executor, flow, max_workers=workers))  # type: ignore[arg-type]
-    cancelled = False
+    cancelled = broken_pipe = False
     try:
         async with runner:
             stream = stream_results(
@@ -112,21 +126,32 @@ async def _run(
             )
             async with aclosing(stream):
                 async for index, result in stream:
+                    before = writer.failed_outputs
                     writer.write(record(index, result))
-                    progress.update(ok=result.ok)
+                    progress.update(ok=result.ok and writer.failed_outputs == before)
     except asyncio.CancelledError:
         cancelled = True
+    except BrokenPipeError:  # `run-batch ... | head`: the reader has gone
+        broken_pipe = True
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-        writer.close()
+        if broken_pipe:
+            _silence_stdout()
+        else:
+            writer.close()
         progress.close()
+    if broken_pipe:
+        return EXIT_BROKEN_PIPE
     _say(progress.summary())
+    failed = progress.failed + earlier.failed
+    if skip:
+        _say(f"with the {skip} earlier records: {skip + writer.written} done, {failed} failed")
     if cancelled or stop.is_set():
         done = skip + writer.written
         where = f" --output {output}" if output is not None else ""
         _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
         return EXIT_INTERRUPTED
-    return EXIT_OK if progress.failed == 0 else EXIT_FAILED
+    return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
 def run_batch_command(

@@ -160,7 +160,14 @@ _worker_loop: asyncio.AbstractEventLoop | None = None
 
 def _init_worker(source: Any) -> None:
     global _worker_run, _worker_loop
+    import signal
+
     from pocketbatch.loader import FlowRecipe
+
+    # Ctrl-C is the parent's to handle (finish, then cancel): a worker forked from
+    # it must neither die of SIGINT nor write it into the parent's event loop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.set_wakeup_fd(-1)
 
     flow = source.load() if isinstance(source, FlowRecipe) else source
     _worker_run = flow_runner(flow)

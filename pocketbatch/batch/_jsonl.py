@@ -31,10 +31,12 @@ __all__ = (
     "JsonlWriter",
     "Line",
     "ResumeError",
+    "Resumed",
     "count_inputs",
     "read_inputs",
     "record",
     "resume_point",
+    "resume_state",
 )
 
 
@@ -80,13 +82,58 @@ def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProb
                 yield InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
                 continue
             if not isinstance(value, dict):
-                kind = "null" if value is None else type(value).__name__
-                kind = {"dict": "object", "list": "array", "str": "string"}.get(kind, kind)
                 yield InputProblem(
-                    "INVALID_INPUT", f"line {number}: expected a JSON object, got {kind}"
+                    "INVALID_INPUT",
+                    f"line {number}: expected a JSON object, got {_json_kind(value)}",
                 )
                 continue
+            if _has_huge_number(value):
+                # orjson reads integers beyond 64 bits as floats: keep them exact.
+                import json
+
+                value = json.loads(raw)
             yield Line(number, value)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+_HUGE = float(2**63)
+
+
+def _has_huge_number(value: Any) -> bool:
+    """Whether a float in ``value`` may be an integer too big for 64 bits."""
+    if isinstance(value, float):
+        return abs(value) >= _HUGE
+    if isinstance(value, dict):
+        return any(_has_huge_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_huge_number(v) for v in value)
+    return False
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity (which JSON cannot represent)."""
+    if isinstance(value, float):
+        return value != value or value in (_INF, -_INF)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+_INF = float("inf")
 
 
 def count_inputs(path: str | Path) -> int:
@@ -129,18 +176,30 @@ class JsonlWriter:
             self._stream = target
             self._owned = False
         self.written = 0
+        self.failed_outputs = 0  # records turned into INVALID_OUTPUT failures
 
     def write(self, record: dict[str, Any]) -> None:
         """Write one record as one line."""
         import orjson
 
+        problem = None
         try:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError as exc:  # not JSON-serialisable: fail the record, keep the line
+        except TypeError as exc:
+            try:  # integers beyond 64 bits: the standard library writes them exactly
+                import json
+
+                line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+            except (TypeError, ValueError):
+                problem = f"the result is not JSON: {exc}"
+        if problem is None and _non_finite(record.get("result")):
+            problem = "the result holds NaN or Infinity, which JSON cannot represent"
+        if problem is not None:  # fail the record, keep the line
+            self.failed_outputs += 1
             failed = {
                 "index": record.get("index"),
                 "outcome": "failed",
-                "error": {"code": "INVALID_OUTPUT", "message": f"the result is not JSON: {exc}"},
+                "error": {"code": "INVALID_OUTPUT", "message": problem},
             }
             line = orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE)
         self._stream.write(line)
@@ -160,6 +219,30 @@ class JsonlWriter:
         self.close()
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """What an existing output already holds: ``done`` records, ``failed`` of them failed."""
+
+    done: int
+    failed: int
+
+
+def resume_state(path: str | Path, *, inputs: int | None = None) -> Resumed:
+    """Like :func:`resume_point`, also counting the failed records; with ``inputs``,
+    refuse an output holding more records than there are inputs.
+
+    Raises:
+        ResumeError: as :func:`resume_point`, or too many records.
+    """
+    done, failed = _scan(path)
+    if inputs is not None and done > inputs:
+        raise ResumeError(
+            f"{path} holds {done} records but the inputs have only {inputs} lines; "
+            "resume only continues an output written by run-batch for the same inputs"
+        )
+    return Resumed(done, failed)
+
+
 def resume_point(path: str | Path) -> int:
     """How many records ``path`` already holds, after repairing a torn last line.
 
@@ -176,12 +259,17 @@ def resume_point(path: str | Path) -> int:
         >>> resume_point(f), f.read_bytes()
         (1, b'{"index":0,"outcome":"success"}\\n')
     """
+    return _scan(path)[0]
+
+
+def _scan(path: str | Path) -> tuple[int, int]:
+    """(records, failed records) in an output file, repairing a torn last line."""
     import orjson
 
     file = Path(path)
     if not file.exists():
-        return 0
-    done = 0
+        return 0, 0
+    done = failed = 0
     good_end = 0
     with open(file, "rb") as stream:
         for raw in stream:
@@ -203,8 +291,9 @@ def resume_point(path: str | Path) -> int:
                     "for the same inputs"
                 )
             done += 1
+            failed += value.get("outcome") == "failed"
             good_end += len(raw)
     if good_end != file.stat().st_size:
         with open(file, "r+b") as stream:
             stream.truncate(good_end)
-    return done
+    return done, failed

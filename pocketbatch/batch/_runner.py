@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pocketbatch._errors import PocketbatchError
 from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
 from pocketbatch.core import Event, EventKind, Observer
+from pocketbatch.core._events import guarded
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult
@@ -126,6 +127,8 @@ async def stream_results(
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if observer is not None:
+        observer = guarded(observer)  # its exceptions become ObserverError
     window = max(window or 4 * max_concurrency, max_concurrency)
     source = _each(inputs).__aiter__()
     slots = asyncio.Semaphore(window)
@@ -320,6 +323,12 @@ def run_batch(
         >>> [r.result for r in run_batch(load_flow("output: {$input: x}\\n"), [{"x": 1}, {"x": 2}])]
         [1, 2]
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run_batch() cannot run inside an event loop; await evaluate_batch()")
     return asyncio.run(
         evaluate_batch(
             flow,

@@ -102,14 +102,14 @@ def observing(observer: Observer | None) -> Iterator[None]:
     if observer is None:
         yield
         return
-    token = current_observer.set(_guarded(observer))
+    token = current_observer.set(guarded(observer))
     try:
         yield
     finally:
         current_observer.reset(token)
 
 
-def _guarded(observer: Observer) -> Observer:
+def guarded(observer: Observer) -> Observer:
     """``observer``, with its exceptions turned into :class:`ObserverError`."""
     if getattr(observer, "_pocketbatch_guarded", False):
         return observer

@@ -684,8 +684,9 @@ class LoadedFlow:
             if not isinstance(step.input, Obj):
                 continue
             for key, expr in step.input.items:
-                literal = isinstance(expr, Const) and isinstance(expr.value, dict | str)
-                if key in ("workflow", "flow") and literal:
+                if key not in ("workflow", "flow") or not isinstance(expr, Const):
+                    continue
+                if isinstance(expr.value, dict | str):
                     self.load_subflow(expr.value, (*step.where, "input", key))
 
     def _variable_fallback(self, name: str) -> Any:
