@@ -170,7 +170,7 @@ class RunState:
         self.outputs: dict[str, Any] = {}
         self.status: dict[str, str] = {}
         self.failures: dict[str, StepFailed] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.tasks: dict[str, asyncio.Future[None]] = {}
         self.result: Any = None
         self.steps_run = 0
 
@@ -192,16 +192,24 @@ class RunState:
 
     # evaluation -------------------------------------------------------------------
     async def evaluate(self, expr: Expr, item: Any = _SKIP) -> Any:
-        """Evaluate ``expr``, running the steps it needs (data-flow files only)."""
+        """Evaluate ``expr``, running the steps it needs (data-flow files only).
+
+        Steps it needs in any case (its *eager* steps) start together, so
+        independent steps run concurrently; a lone one runs right here, in this
+        task. A step needed only on the branch taken starts when reached.
+        """
         scope: Any = self if item is _SKIP else _ItemScope(self, item)
         if expr.constant:
             return expr.eval(scope)
         if expr.eager_steps and not self.flow.spec.control_flow:
-            pending = [self.demand(s) for s in expr.eager_steps if s not in self.status]
-            if pending:
+            pending = [s for s in expr.eager_steps if s not in self.status]
+            if len(pending) == 1:
+                await self.need(pending[0])
+            elif pending:
                 # Every eager step is needed, so the first failure fails the whole
                 # expression: do not wait for slower siblings (settle() stops them).
-                await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                started = [self.demand(s) for s in pending]
+                await asyncio.wait(started, return_when=asyncio.FIRST_EXCEPTION)
                 for step in expr.eager_steps:
                     if self.status.get(step) == "failed":
                         raise self.failures[step]
@@ -209,10 +217,34 @@ class RunState:
             try:
                 return expr.eval(scope)
             except NeedStep as need:
-                await asyncio.wait([self.demand(need.step)])
+                await self.need(need.step)
 
-    def demand(self, step: str) -> asyncio.Task[None]:
-        """The task running ``step`` in this run, started on first demand."""
+    async def need(self, step: str) -> None:
+        """Make sure ``step`` has run: wait for it if it has started, else run it here.
+
+        Run here, it is still registered (as a future) so that other expressions
+        needing it wait for this run instead of starting another. Its outcome is
+        read from :attr:`status`.
+        """
+        running = self.tasks.get(step)
+        if running is not None:
+            await asyncio.wait([running])
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tasks[step] = future
+        node = self.flow._nodes[step]._pb_copy()
+        try:
+            await node._run_async(self)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:  # recorded in status/failures; waiters see it there
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    def demand(self, step: str) -> asyncio.Future[None]:
+        """The task (or future) running ``step`` in this run, started on first demand."""
         task = self.tasks.get(step)
         if task is None:
             node = self.flow._nodes[step]._pb_copy()
@@ -222,12 +254,14 @@ class RunState:
 
     async def settle(self) -> None:
         """Cancel steps nobody waits for any more and collect every task's outcome."""
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        unfinished = [t for t in self.tasks.values() if not t.done()]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        for task in self.tasks.values():  # mark failures as seen: no "never retrieved"
+            if not task.cancelled():
+                task.exception()
 
 
 class _ItemScope:
