@@ -33,6 +33,7 @@ __all__ = (
     "ResumeError",
     "Resumed",
     "count_inputs",
+    "parse_line",
     "read_inputs",
     "record",
     "resume_point",
@@ -66,7 +67,6 @@ def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProb
         >>> [type(x).__name__ for x in read_inputs(f)]
         ['Line', 'InputProblem', 'InputProblem']
     """
-    import orjson
 
     seen = 0
     with open(path, "rb") as stream:
@@ -76,23 +76,32 @@ def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProb
             seen += 1
             if seen <= skip:
                 continue
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
-                continue
-            if not isinstance(value, dict):
-                yield InputProblem(
-                    "INVALID_INPUT",
-                    f"line {number}: expected a JSON object, got {_json_kind(value)}",
-                )
-                continue
-            if _has_huge_number(value):
-                # orjson reads integers beyond 64 bits as floats: keep them exact.
-                import json
+            yield parse_line(number, raw)
 
-                value = json.loads(raw)
-            yield Line(number, value)
+
+def parse_line(number: int, raw: bytes) -> Line | InputProblem:
+    """One input line as a :class:`Line`, or the :class:`InputProblem` that names it.
+
+    Example:
+        >>> parse_line(4, b"[1]")
+        InputProblem(code='INVALID_INPUT', message='line 4: expected a JSON object, got array')
+    """
+    import orjson
+
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return InputProblem(
+            "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
+        )
+    if _has_huge_number(value):
+        # orjson reads integers beyond 64 bits as floats: keep them exact.
+        import json
+
+        value = json.loads(raw)
+    return Line(number, value)
 
 
 def _json_kind(value: Any) -> str:

@@ -40,11 +40,14 @@ class LoaderOptions:
             (default: the flow file's directory; ``None`` with no flow file means
             the current directory).
         load_file_anywhere: lift the confinement entirely.
+        python_modules: when set, ``/python/`` imports are limited to these modules
+            (and their submodules); the server's ``--allow-module``.
     """
 
     allow_python_imports: bool = True
     load_file_root: Path | None = None
     load_file_anywhere: bool = False
+    python_modules: frozenset[str] | None = None
 
 
 @dataclass

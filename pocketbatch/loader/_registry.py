@@ -1428,6 +1428,17 @@ class Resolver:
                 "like '/python/my_package.tools.clean'",
                 tried,
             )
+        allowed = self.options.python_modules
+        if allowed is not None and not any(
+            module_name == m or module_name.startswith(m + ".") for m in allowed
+        ):
+            listed_modules = ", ".join(sorted(allowed)) or "none"
+            raise UnknownComponent(
+                path,
+                f"component {path!r} would import module {module_name!r}, which is not "
+                f"allowed here (allowed modules: {listed_modules})",
+                tried,
+            )
         label = f"importing {name!r} from module {module_name!r}"
         try:
             with _first_on_sys_path(self.base_dir):

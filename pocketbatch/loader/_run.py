@@ -834,6 +834,7 @@ def load_flow(
     config: str | Path | None = None,
     variables: Mapping[str, Any] | None = None,
     allow_python_imports: bool = True,
+    options: LoaderOptions | None = None,
 ) -> LoadedFlow:
     """Load a flow file (YAML or JSON; a path, or the text itself) into a :class:`LoadedFlow`.
 
@@ -850,6 +851,8 @@ def load_flow(
         config: a ``pocketbatch.yaml`` or ``stepflow-config.yml`` path.
         variables: default run variables (``$variable`` references).
         allow_python_imports: whether ``/python/...`` components may import code.
+        options: settings that override what the config file and the flow's folder
+            say about imports and ``load_file`` (a server passes its own).
 
     Raises:
         LoadError: the file is invalid; the message leads with ``file:line:column``.
@@ -871,7 +874,7 @@ def load_flow(
         'HI'
     """
     doc = _read(path_or_text)
-    flow = _load(doc, registry, config, variables, allow_python_imports)
+    flow = _load(doc, registry, config, variables, allow_python_imports, options=options)
     source = str(doc.path) if doc.path is not None else path_or_text
     flow.recipe = FlowRecipe(
         str(source),
@@ -879,6 +882,7 @@ def load_flow(
         dict(variables or {}),
         allow_python_imports,
         registry,
+        options,
     )
     return flow
 
@@ -899,6 +903,7 @@ class FlowRecipe:
     variables: Mapping[str, Any]
     allow_python_imports: bool
     registry: Any = None
+    options: LoaderOptions | None = None
 
     def load(self) -> LoadedFlow:
         """Load the flow from this recipe."""
@@ -910,6 +915,7 @@ class FlowRecipe:
             config=self.config,
             variables=self.variables,
             allow_python_imports=self.allow_python_imports,
+            options=self.options,
         )
 
 
@@ -930,6 +936,7 @@ def _load(
     allow_python_imports: bool,
     *,
     parent: LoadedFlow | None = None,
+    options: LoaderOptions | None = None,
 ) -> LoadedFlow:
     from pocketbatch.loader import _registry
     from pocketbatch.loader._builtins import builtin_components
@@ -941,9 +948,10 @@ def _load(
     if parent is not None:
         resolve = parent._resolve
         options = parent.options
+        assert options is not None
     else:
         parsed = _find_config(spec, doc, config, flow_dir)
-        options = _options(parsed, flow_dir, allow_python_imports)
+        options = options or _options(parsed, flow_dir, allow_python_imports)
         builtins: dict[str, Component] = {**builtin_components(), **nested_components()}
         resolver = _registry.Resolver(registry, parsed, options, builtins, base_dir=flow_dir)
 
