@@ -98,6 +98,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
 
+    serve = sub.add_parser("serve", help="serve batches over HTTP (needs the server extra)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7837, help="port (7837)")
+    serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
+    serve.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
+    )
+    serve.add_argument("--config", help="components for submitted flows: a pocketbatch.yaml")
+    serve.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let submitted flows use /python/MODULE.function (repeatable)",
+    )
+    serve.add_argument(
+        "--data-dir", default=".", help="the folder /builtin/load_file may read (default: .)"
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=64,
+        metavar="N",
+        help="items in flight across all batches (64)",
+    )
+
     run = sub.add_parser("run", help="run a flow once and print its result as JSON")
     flow_options(run, positional=False)
     source = run.add_mutually_exclusive_group(required=True)
@@ -248,6 +274,27 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
         raise _UsageError(str(exc)) from None
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from pocketbatch.server._app import ServerSettings
+    from pocketbatch.server._serve import serve
+
+    settings = ServerSettings(
+        db=Path(args.db),
+        token=args.token or os.environ.get("POCKETBATCH_TOKEN") or None,
+        config=Path(args.config) if args.config else None,
+        allow_modules=frozenset(args.allow_module),
+        data_dir=Path(args.data_dir).resolve(),
+        max_concurrent=args.max_concurrent,
+    )
+    try:
+        serve(settings, host=args.host, port=args.port)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     flow = _load(args)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
@@ -283,6 +330,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run-batch": _cmd_run_batch,
+    "serve": _cmd_serve,
     "run": _cmd_run,
     "validate": _cmd_validate,
     "visualize": _cmd_visualize,

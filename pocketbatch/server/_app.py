@@ -1,0 +1,247 @@
+"""The HTTP API (FastAPI): batches in, JSONL records out, all durable in SQLite.
+
+Endpoints, under ``/api/v1``::
+
+    POST /batches                 {flow, inputs | inputs_jsonl, max_concurrent} -> 201 {batch_id}
+    GET  /batches                 ?limit&offset -> {batches, total}
+    GET  /batches/{id}            status and counts
+    GET  /batches/{id}/outputs    JSONL records in input order (?wait=true: when done)
+    POST /batches/{id}/cancel
+    POST /runs                    {flow, input} -> the FlowResult
+    GET  /health                  (no token needed)
+
+Security: with a token, every endpoint but health needs ``Authorization: Bearer
+<token>``; submitted flows can use only the server's registered components,
+builtins and mocks (``/python`` imports only from ``--allow-module`` modules;
+``load_file`` only inside the data folder); request, flow and batch sizes are
+limited (413/422 with a message).
+"""
+
+
+import hmac
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketbatch._errors import LoadError, MissingExtraError
+
+__all__ = ("Limits", "ServerSettings", "create_app")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes a request may not exceed.
+
+    Attributes:
+        max_request_bytes: the whole request body (413 beyond).
+        max_flow_bytes: the flow text (413 beyond).
+        max_batch_items: inputs in one batch (422 beyond).
+    """
+
+    max_request_bytes: int = 256 * 1024 * 1024
+    max_flow_bytes: int = 1024 * 1024
+    max_batch_items: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``pocketbatch serve`` was started with."""
+
+    db: Path
+    token: str | None = None
+    config: Path | None = None
+    allow_modules: frozenset[str] = frozenset()
+    data_dir: Path = field(default_factory=Path.cwd)
+    max_concurrent: int = 64
+    limits: Limits = Limits()
+    registry: Any = None
+
+
+def create_app(settings: ServerSettings) -> Any:
+    """The ASGI app serving ``settings`` (needs the ``server`` extra).
+
+    Raises:
+        MissingExtraError: FastAPI is not installed.
+    """
+    try:
+        from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi.responses import JSONResponse, StreamingResponse
+    except ImportError:
+        raise MissingExtraError("pocketbatch serve", "server") from None
+    import orjson
+
+    from pocketbatch import __version__
+    from pocketbatch.loader import LoaderOptions, load_flow
+    from pocketbatch.server._manager import BatchManager
+    from pocketbatch.server._store import Store
+
+    options = LoaderOptions(
+        allow_python_imports=bool(settings.allow_modules),
+        python_modules=settings.allow_modules,
+        load_file_root=settings.data_dir,
+    )
+
+    def compile_flow(text: str) -> Any:
+        return load_flow(
+            text if "\n" in text or text.lstrip().startswith("{") else text + "\n",
+            registry=settings.registry,
+            config=settings.config,
+            options=options,
+        )
+
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        store = Store(settings.db)
+        manager = BatchManager(store, compile_flow, max_concurrent=settings.max_concurrent)
+        await manager.start()
+        state["store"], state["manager"] = store, manager
+        try:
+            yield
+        finally:
+            await manager.close()
+            store.close()
+
+    app = FastAPI(
+        title="pocketbatch",
+        version=__version__,
+        lifespan=lifespan,
+        description="Run flows over batches of inputs; results as JSONL.",
+    )
+
+    def authorize(request: Request) -> None:
+        if settings.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {settings.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+
+    async def body_json(request: Request) -> Any:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > settings.limits.max_request_bytes:
+            raise HTTPException(
+                413, f"request larger than {settings.limits.max_request_bytes} bytes"
+            )
+        raw = await request.body()
+        if len(raw) > settings.limits.max_request_bytes:
+            raise HTTPException(
+                413, f"request larger than {settings.limits.max_request_bytes} bytes"
+            )
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"the request body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise HTTPException(422, "the request body must be a JSON object")
+        return data
+
+    def flow_text(data: dict[str, Any]) -> str:
+        text = data.get("flow")
+        if not isinstance(text, str) or not text.strip():
+            raise HTTPException(422, "'flow' is required: the flow file's text (YAML or JSON)")
+        if len(text.encode()) > settings.limits.max_flow_bytes:
+            raise HTTPException(
+                413, f"the flow is larger than {settings.limits.max_flow_bytes} bytes"
+            )
+        return text
+
+    def load_or_422(text: str) -> Any:
+        try:
+            return state["manager"].load(text)
+        except LoadError as exc:
+            raise HTTPException(422, f"the flow does not load: {exc}") from None
+
+    def lines_of(data: dict[str, Any]) -> list[tuple[int, bytes]]:
+        if "inputs" in data and "inputs_jsonl" in data:
+            raise HTTPException(422, "give 'inputs' (a list) or 'inputs_jsonl' (text), not both")
+        lines: list[tuple[int, bytes]] = []
+        if "inputs_jsonl" in data:
+            text = data["inputs_jsonl"]
+            if not isinstance(text, str):
+                raise HTTPException(422, "'inputs_jsonl' must be a string of JSON lines")
+            for number, raw in enumerate(text.encode().split(b"\n"), start=1):
+                if raw.strip():
+                    lines.append((number, raw))
+        else:
+            inputs = data.get("inputs")
+            if not isinstance(inputs, list):
+                raise HTTPException(422, "'inputs' is required: a list of inputs (or inputs_jsonl)")
+            lines = [(i + 1, orjson.dumps(item)) for i, item in enumerate(inputs)]
+        if len(lines) > settings.limits.max_batch_items:
+            raise HTTPException(
+                422, f"{len(lines)} inputs; a batch may hold {settings.limits.max_batch_items}"
+            )
+        return lines
+
+    def batch_or_404(batch_id: str) -> Any:
+        row = state["store"].get_batch(batch_id)
+        if row is None:
+            raise HTTPException(404, f"no batch {batch_id!r}")
+        return row
+
+    api = "/api/v1"
+
+    @app.get(f"{api}/health")
+    async def health() -> dict[str, Any]:
+        """Whether the server is up (no token needed)."""
+        return {"status": "ok", "version": __version__}
+
+    @app.post(f"{api}/batches", status_code=201, dependencies=[Depends(authorize)])
+    async def submit(request: Request) -> dict[str, Any]:
+        """Accept a batch: stored durably before this returns, then run in the background."""
+        data = await body_json(request)
+        text = flow_text(data)
+        load_or_422(text)
+        lines = lines_of(data)
+        limit = data.get("max_concurrent", 16)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise HTTPException(422, "'max_concurrent' must be a whole number >= 1")
+        batch_id = await state["manager"].submit(text, lines, max_concurrent=limit)
+        return {"batch_id": batch_id}
+
+    @app.get(f"{api}/batches", dependencies=[Depends(authorize)])
+    async def list_batches(limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """Batches, newest first."""
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise HTTPException(422, "limit must be 1..1000 and offset >= 0")
+        rows, total = state["store"].list_batches(limit=limit, offset=offset)
+        return {"batches": [r.to_dict() for r in rows], "total": total}
+
+    @app.get(f"{api}/batches/{{batch_id}}", dependencies=[Depends(authorize)])
+    async def get_batch(batch_id: str) -> dict[str, Any]:
+        """A batch's status and counts."""
+        return dict(batch_or_404(batch_id).to_dict())
+
+    @app.get(f"{api}/batches/{{batch_id}}/outputs", dependencies=[Depends(authorize)])
+    async def outputs(batch_id: str, wait: bool = False) -> Any:
+        """The output records in input order, as JSONL (``?wait=true``: once finished)."""
+        batch_or_404(batch_id)
+        if wait:
+            await state["manager"].wait(batch_id)
+
+        def lines() -> Iterator[bytes]:
+            for record in state["store"].outputs(batch_id):
+                yield record + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post(f"{api}/batches/{{batch_id}}/cancel", dependencies=[Depends(authorize)])
+    async def cancel(batch_id: str) -> dict[str, Any]:
+        """Stop a running batch; the records already made are kept."""
+        batch_or_404(batch_id)
+        await state["manager"].cancel(batch_id)
+        return dict(batch_or_404(batch_id).to_dict())
+
+    @app.post(f"{api}/runs", dependencies=[Depends(authorize)])
+    async def run(request: Request) -> Any:
+        """Run a flow once on one input; the FlowResult."""
+        data = await body_json(request)
+        flow = load_or_422(flow_text(data))
+        result = await flow.run_async(data.get("input"))
+        return JSONResponse(result.to_dict())
+
+    return app

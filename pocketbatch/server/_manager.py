@@ -1,0 +1,214 @@
+"""Runs the server's batches in the background, durably.
+
+A batch is accepted only once its flow and every input are committed to the
+store. Each running batch is one task that feeds its pending inputs (those with
+no output yet) through the batch runner and writes each record to the store as it
+finishes (grouped into few transactions by the store's writer). A restart, even
+after ``kill -9``, finds the batches still marked running and continues each from
+its pending inputs: a finished input never runs again, and an input whose output
+was not yet committed runs again and is stored once (``INSERT OR IGNORE``).
+
+All batches share one global limit on items in flight; each batch's workers wait
+for it in turn (FIFO), so one huge batch cannot starve a small one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
+
+from pocketbatch.batch._executors import AsyncExecutor, Executor
+from pocketbatch.batch._jsonl import Line, parse_line, record
+from pocketbatch.batch._runner import InputProblem, stream_results
+from pocketbatch.server._store import Store
+
+if TYPE_CHECKING:
+    from pocketbatch.loader import FlowResult, LoadedFlow
+
+__all__ = ("BatchManager",)
+
+
+class _Indexed:
+    """A stored input: its index in the batch and its parsed line."""
+
+    __slots__ = ("index", "item")
+
+    def __init__(self, index: int, item: Line | InputProblem) -> None:
+        self.index = index
+        self.item = item
+
+
+class _BatchExecutor:
+    """Runs one batch's items: under the global limit, keeping stored indexes."""
+
+    def __init__(self, inner: Executor, slots: asyncio.Semaphore) -> None:
+        self.inner = inner
+        self.slots = slots
+        self.indexes: dict[int, int] = {}  # the runner's ordinal -> the input's index
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+    async def run(self, ordinal: int, item: Any) -> FlowResult:
+        from dataclasses import replace
+
+        from pocketbatch.loader import FlowError, FlowResult
+
+        stored: _Indexed = item
+        self.indexes[ordinal] = stored.index
+        if isinstance(stored.item, InputProblem):
+            return FlowResult("failed", error=FlowError(stored.item.code, stored.item.message))
+        async with self.slots:
+            result = await self.inner.run(stored.index, stored.item.value)
+        if result.error is not None and result.error.code == "INVALID_INPUT":
+            message = f"line {stored.item.number}: {result.error.message}"
+            result = replace(result, error=replace(result.error, message=message))
+        return result
+
+
+class BatchManager:
+    """Accepts batches, runs them in the background, resumes them after a restart.
+
+    Args:
+        store: the durable store.
+        load: compiles a flow text into a :class:`~pocketbatch.LoadedFlow` (with the
+            server's components and restrictions); raises ``LoadError``.
+        max_concurrent: items in flight across all batches.
+    """
+
+    def __init__(
+        self, store: Store, load: Callable[[str], LoadedFlow], *, max_concurrent: int = 64
+    ) -> None:
+        self.store = store
+        self._load_text = load
+        self._flows: OrderedDict[str, LoadedFlow] = OrderedDict()
+        self.max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._done: dict[str, asyncio.Event] = {}
+        self._closing = False
+
+    def load(self, flow_text: str) -> LoadedFlow:
+        """The compiled flow for ``flow_text`` (cached for the most recent 64)."""
+        found = self._flows.get(flow_text)
+        if found is None:
+            found = self._load_text(flow_text)
+            self._flows[flow_text] = found
+            if len(self._flows) > 64:
+                self._flows.popitem(last=False)
+        else:
+            self._flows.move_to_end(flow_text)
+        return found
+
+    async def start(self) -> None:
+        """Resume every batch the store still has running."""
+        self._slots = asyncio.Semaphore(self.max_concurrent)
+        for batch_id in self.store.unfinished():
+            self._launch(batch_id)
+
+    async def submit(
+        self,
+        flow_text: str,
+        lines: list[tuple[int, bytes]],
+        *,
+        max_concurrent: int,
+    ) -> str:
+        """Store a batch durably and start it; returns its id once it is committed.
+
+        ``lines`` are ``(line number, raw JSON)`` pairs, one per input.
+        """
+        flow = self.load(flow_text)  # a LoadError is the caller's 422
+        batch_id = uuid.uuid4().hex
+        blobs = [_encode_line(number, raw) for number, raw in lines]
+        await self.store.create_batch(
+            batch_id, flow_text, blobs, max_concurrent=max_concurrent, name=flow.name
+        )
+        self._launch(batch_id)
+        return batch_id
+
+    def _launch(self, batch_id: str) -> None:
+        self._done.setdefault(batch_id, asyncio.Event())
+        self._tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
+
+    async def _run(self, batch_id: str) -> None:
+        assert self._slots is not None
+        row = self.store.get_batch(batch_id)
+        assert row is not None
+        pending: list[tuple[str, int, bool, bytes]] = []
+        writes: list[Any] = []
+        status = "completed"
+        try:
+            flow = self.load(row.flow)
+            executor = _BatchExecutor(AsyncExecutor(flow), self._slots)
+            items = (
+                _Indexed(index, _decode_line(blob))
+                for index, blob in self.store.pending_inputs(batch_id)
+            )
+            import orjson
+
+            async with executor:
+                async for ordinal, result in stream_results(
+                    executor, items, max_concurrency=row.max_concurrent
+                ):
+                    index = executor.indexes.pop(ordinal)
+                    data = orjson.dumps(record(index, result))
+                    pending.append((batch_id, index, result.ok, data))
+                    if len(pending) >= 64:
+                        writes.append(self.store.add_outputs_nowait(pending))
+                        pending = []
+        except asyncio.CancelledError:
+            status = "running" if self._closing else "cancelled"
+        except Exception as exc:  # the flow no longer loads, or a bug: fail the batch
+            status = "failed"
+            import sys
+
+            print(f"pocketbatch serve: batch {batch_id} failed: {exc!r}", file=sys.stderr)
+        finally:
+            if pending:
+                writes.append(self.store.add_outputs_nowait(pending))
+            for write in writes:
+                await asyncio.wrap_future(write)
+            if status != "running":
+                await self.store.set_status(batch_id, status, finished=True)
+            self._tasks.pop(batch_id, None)
+            self._done[batch_id].set()
+
+    async def wait(self, batch_id: str) -> None:
+        """Return when the batch is no longer running."""
+        if batch_id in self._tasks:
+            await self._done[batch_id].wait()
+
+    async def cancel(self, batch_id: str) -> bool:
+        """Cancel a running batch; whether it was running."""
+        task = self._tasks.get(batch_id)
+        if task is None:
+            return False
+        task.cancel()
+        await self._done[batch_id].wait()
+        return True
+
+    async def close(self) -> None:
+        """Stop every running batch, leaving it marked running (to resume next start)."""
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def running(self, batch_id: str) -> bool:
+        return batch_id in self._tasks
+
+
+def _encode_line(number: int, raw: bytes) -> bytes:
+    return number.to_bytes(8, "big") + raw
+
+
+def _decode_line(blob: bytes) -> Line | InputProblem:
+    return parse_line(int.from_bytes(blob[:8], "big"), blob[8:])
