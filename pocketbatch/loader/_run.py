@@ -852,7 +852,10 @@ def load_flow(
         variables: default run variables (``$variable`` references).
         allow_python_imports: whether ``/python/...`` components may import code.
         options: settings that override what the config file and the flow's folder
-            say about imports and ``load_file`` (a server passes its own).
+            say about imports and ``load_file`` (a server passes its own). With
+            ``options``, only ``config`` is read: the flow's own ``test.config`` /
+            ``test.config_file`` and files beside it are ignored, so a submitted flow
+            cannot choose its own routes.
 
     Raises:
         LoadError: the file is invalid; the message leads with ``file:line:column``.
@@ -950,7 +953,14 @@ def _load(
         options = parent.options
         assert options is not None
     else:
-        parsed = _find_config(spec, doc, config, flow_dir)
+        if options is not None:
+            # The caller (a server) decides: a submitted flow's own test.config or
+            # test.config_file must never choose which code it may run.
+            from pocketbatch.loader import _registry as registry_module
+
+            parsed = registry_module.load_config(config) if config is not None else None
+        else:
+            parsed = _find_config(spec, doc, config, flow_dir)
         options = options or _options(parsed, flow_dir, allow_python_imports)
         builtins: dict[str, Component] = {**builtin_components(), **nested_components()}
         resolver = _registry.Resolver(registry, parsed, options, builtins, base_dir=flow_dir)

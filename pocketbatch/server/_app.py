@@ -17,7 +17,6 @@ builtins and mocks (``/python`` imports only from ``--allow-module`` modules;
 limited (413/422 with a message).
 """
 
-
 import hmac
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -105,11 +104,16 @@ def create_app(settings: ServerSettings) -> Any:
             await manager.close()
             store.close()
 
+    protected = settings.token is not None
     app = FastAPI(
         title="pocketbatch",
         version=__version__,
         lifespan=lifespan,
         description="Run flows over batches of inputs; results as JSONL.",
+        # With a token, the schema and docs need it too (served below).
+        openapi_url=None if protected else "/openapi.json",
+        docs_url=None if protected else "/docs",
+        redoc_url=None,
     )
 
     def authorize(request: Request) -> None:
@@ -184,6 +188,12 @@ def create_app(settings: ServerSettings) -> Any:
         return row
 
     api = "/api/v1"
+
+    if protected:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorize)])
+        async def openapi() -> Any:
+            return JSONResponse(app.openapi())
 
     @app.get(f"{api}/health")
     async def health() -> dict[str, Any]:

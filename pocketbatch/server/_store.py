@@ -145,19 +145,32 @@ class Store:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(more)
-            results: list[Any] = []
+            outcomes: list[tuple[bool, Any]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for write, _ in batch:
-                    results.append(write(conn))
+                    # Each write in its own savepoint: one failing write must not
+                    # undo the others grouped with it.
+                    conn.execute("SAVEPOINT one")
+                    try:
+                        outcomes.append((True, write(conn)))
+                        conn.execute("RELEASE one")
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO one")
+                        conn.execute("RELEASE one")
+                        outcomes.append((False, exc))
                 conn.execute("COMMIT")
-            except BaseException as exc:
-                conn.execute("ROLLBACK") if conn.in_transaction else None
+            except BaseException as exc:  # the commit itself failed: nothing was written
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results):
-                future.set_result(result)
+            for (_, future), (ok, value) in zip(batch, outcomes):
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     def write(self, fn: Write) -> Future[Any]:
         """Queue ``fn(connection)`` to run in the writer's next transaction."""
