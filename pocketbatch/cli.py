@@ -8,10 +8,19 @@ Commands::
     pocketbatch validate F [--config C]
     pocketbatch visualize F [--config C]
     pocketbatch test F [--config C]
+    pocketbatch serve [--host H] [--port P] [--db DB] [--token T] [--config C] ...
+    pocketbatch submit-batch --url U --flow F --inputs IN.jsonl [--max-concurrent N]
+                             [--output OUT.jsonl] [--wait] [--token T]
+    pocketbatch get-batch --url U --batch-id ID [--wait] [--output OUT.jsonl] [--token T]
+    pocketbatch list-batches --url U [--limit N] [--offset N] [--token T]
+    pocketbatch cancel-batch --url U --batch-id ID [--token T]
 
 Results go to stdout as JSON, diagnostics to stderr. Exit codes: 0 success,
 1 the flow (or a test case, or a batch item) failed, 2 bad usage or a flow that
-does not load, 130 an interrupted batch (rerun it with --resume).
+does not load, 130 an interrupted batch (rerun it with --resume). The client
+commands (submit-batch, get-batch, list-batches, cancel-batch) exit 2 on a server
+error too (401 wrong token, 404 unknown batch, 422 a flow that does not load, or
+an unreachable server), with the status and the server's message on stderr.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pocketbatch._errors import LoadError
+from pocketbatch._errors import LoadError, MissingExtraError
 
 __all__ = ("main",)
 
@@ -124,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         help="items in flight across all batches (64)",
     )
 
+    _client_parsers(sub)
+
     run = sub.add_parser("run", help="run a flow once and print its result as JSON")
     flow_options(run, positional=False)
     source = run.add_mutually_exclusive_group(required=True)
@@ -137,6 +148,52 @@ def _parser() -> argparse.ArgumentParser:
     ):
         flow_options(sub.add_parser(name, help=text), positional=True)
     return parser
+
+
+def _client_parsers(sub: Any) -> None:
+    def common(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--url",
+            required=True,
+            help="the server's base URL, with or without /api/v1 (http://127.0.0.1:7837)",
+        )
+        cmd.add_argument("--token", help="the server's bearer token (or POCKETBATCH_TOKEN)")
+
+    def records(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--output", help="where the records go (default: stdout)")
+        cmd.add_argument(
+            "--wait", action="store_true", help="wait for the batch to finish, then its records"
+        )
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+
+    submit = sub.add_parser("submit-batch", help="submit a batch to a pocketbatch server")
+    common(submit)
+    submit.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
+    submit.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
+    submit.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="inputs of this batch in flight at once (default 16)",
+    )
+    records(submit)
+
+    get = sub.add_parser(
+        "get-batch", help="a remote batch's status, or (--wait/--output) its records"
+    )
+    common(get)
+    get.add_argument("--batch-id", required=True, help="the id submit-batch printed")
+    records(get)
+
+    listing = sub.add_parser("list-batches", help="the server's batches, newest first (JSON)")
+    common(listing)
+    listing.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N (50)")
+    listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N (0)")
+
+    cancel = sub.add_parser("cancel-batch", help="cancel a running remote batch")
+    common(cancel)
+    cancel.add_argument("--batch-id", required=True, help="the batch to cancel")
 
 
 def _strict_json(text: str) -> Any:
@@ -295,6 +352,118 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _client(args: argparse.Namespace) -> Any:
+    from pocketbatch.client import Client
+
+    return Client(args.url, token=args.token)
+
+
+def _wait_with_progress(client: Any, batch_id: str, *, enabled: bool) -> dict[str, Any]:
+    """Poll the batch until it finishes, showing its done/total as a progress bar."""
+    from pocketbatch.batch._progress import Progress
+
+    progress: Progress | None = None
+
+    def on_poll(batch: dict[str, Any]) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = Progress(batch["total"], enabled=enabled)
+        succeeded = progress.done - progress.failed
+        for _ in range(batch["failed"] - progress.failed):
+            progress.update(ok=False)
+        for _ in range(batch["succeeded"] - succeeded):
+            progress.update(ok=True)
+
+    try:
+        final: dict[str, Any] = client.wait(batch_id, on_poll=on_poll)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(
+        f"pocketbatch: batch {batch_id} {final['status']}: total {final['total']}, "
+        f"succeeded {final['succeeded']}, failed {final['failed']}",
+        file=sys.stderr,
+    )
+    return final
+
+
+def _write_records(client: Any, batch_id: str, output: str | None) -> int:
+    """The batch's records to ``output`` (atomically) or stdout; how many."""
+    if output is not None:
+        return int(client.download_outputs(batch_id, output))
+    count = 0
+    out = sys.stdout.buffer
+    for line in client.outputs(batch_id):
+        out.write(line + b"\n")
+        count += 1
+    out.flush()
+    return count
+
+
+def _records_and_exit(args: argparse.Namespace, client: Any, batch_id: str) -> int:
+    batch = (
+        _wait_with_progress(client, batch_id, enabled=not args.no_progress)
+        if args.wait
+        else client.get_batch(batch_id)
+    )
+    written = _write_records(client, batch_id, args.output)
+    if batch["status"] == "running":
+        print(
+            f"pocketbatch: batch {batch_id} is still running: {written} of {batch['total']} "
+            "records so far",
+            file=sys.stderr,
+        )
+    elif batch["status"] != "completed":
+        print(
+            f"pocketbatch: batch {batch_id} {batch['status']} after {written} of "
+            f"{batch['total']} records",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_FAILED if batch["failed"] else EXIT_OK
+
+
+def _cmd_submit_batch(args: argparse.Namespace) -> int:
+    flow, inputs = Path(args.flow), Path(args.inputs)
+    if not flow.is_file():
+        raise _UsageError(f"--flow {args.flow}: no such file")
+    if not inputs.is_file():
+        raise _UsageError(f"--inputs {args.inputs}: no such file")
+    if args.output and not args.wait:
+        raise _UsageError("--output needs --wait (or fetch the records later: get-batch --output)")
+    if args.output and Path(args.output).resolve() == inputs.resolve():
+        raise _UsageError("--output must not be the --inputs file")
+    with _client(args) as client:
+        batch_id = client.submit_batch(flow, inputs, max_concurrent=args.max_concurrent)
+        if not args.wait:
+            print(_dump({"batch_id": batch_id}))
+            return EXIT_OK
+        print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr)
+        return _records_and_exit(args, client, batch_id)
+
+
+def _cmd_get_batch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if not args.wait and not args.output:
+            print(_dump(client.get_batch(args.batch_id)))
+            return EXIT_OK
+        return _records_and_exit(args, client, args.batch_id)
+
+
+def _cmd_list_batches(args: argparse.Namespace) -> int:
+    if args.offset < 0:
+        raise _UsageError("--offset must be at least 0")
+    with _client(args) as client:
+        print(_dump(client.list_batches(limit=args.limit, offset=args.offset)))
+    return EXIT_OK
+
+
+def _cmd_cancel_batch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(_dump(client.cancel_batch(args.batch_id)))
+    return EXIT_OK
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     flow = _load(args)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
@@ -331,6 +500,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run-batch": _cmd_run_batch,
     "serve": _cmd_serve,
+    "submit-batch": _cmd_submit_batch,
+    "get-batch": _cmd_get_batch,
+    "list-batches": _cmd_list_batches,
+    "cancel-batch": _cmd_cancel_batch,
     "run": _cmd_run,
     "validate": _cmd_validate,
     "visualize": _cmd_visualize,
@@ -345,10 +518,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["validate", "no/such/flow.yaml"])
         2
     """
+    from pocketbatch.client import ServerError  # stdlib only: httpx loads with a Client
+
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except ServerError as exc:
+        print(f"pocketbatch: server error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LoadError as exc:
+        print(f"pocketbatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MissingExtraError as exc:
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except _UsageError as exc:
