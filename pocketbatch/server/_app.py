@@ -37,11 +37,14 @@ class Limits:
         max_request_bytes: the whole request body (413 beyond).
         max_flow_bytes: the flow text (413 beyond).
         max_batch_items: inputs in one batch (422 beyond).
+        max_concurrent: a batch's ``max_concurrent`` (422 beyond); the server's own
+            ``--max-concurrent`` still caps what runs at once.
     """
 
     max_request_bytes: int = 256 * 1024 * 1024
     max_flow_bytes: int = 1024 * 1024
     max_batch_items: int = 1_000_000
+    max_concurrent: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,42 @@ def create_app(settings: ServerSettings) -> Any:
         """Whether the server is up (no token needed)."""
         return {"status": "ok", "version": __version__}
 
-    @app.post(f"{api}/batches", status_code=201, dependencies=[Depends(authorize)])
+    batch_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["flow"],
+                    "properties": {
+                        "flow": {"type": "string", "description": "the flow file's text"},
+                        "inputs": {"type": "array", "items": {}},
+                        "inputs_jsonl": {"type": "string", "description": "inputs as JSONL"},
+                        "max_concurrent": {"type": "integer", "minimum": 1},
+                    },
+                }
+            }
+        },
+    }
+    run_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["flow"],
+                    "properties": {"flow": {"type": "string"}, "input": {}},
+                }
+            }
+        },
+    }
+
+    @app.post(
+        f"{api}/batches",
+        status_code=201,
+        dependencies=[Depends(authorize)],
+        openapi_extra={"requestBody": batch_body},
+    )
     async def submit(request: Request) -> dict[str, Any]:
         """Accept a batch: stored durably before this returns, then run in the background."""
         data = await body_json(request)
@@ -208,8 +246,9 @@ def create_app(settings: ServerSettings) -> Any:
         load_or_422(text)
         lines = lines_of(data)
         limit = data.get("max_concurrent", 16)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise HTTPException(422, "'max_concurrent' must be a whole number >= 1")
+        top = settings.limits.max_concurrent
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
+            raise HTTPException(422, f"'max_concurrent' must be a whole number from 1 to {top}")
         batch_id = await state["manager"].submit(text, lines, max_concurrent=limit)
         return {"batch_id": batch_id}
 
@@ -246,7 +285,9 @@ def create_app(settings: ServerSettings) -> Any:
         await state["manager"].cancel(batch_id)
         return dict(batch_or_404(batch_id).to_dict())
 
-    @app.post(f"{api}/runs", dependencies=[Depends(authorize)])
+    @app.post(
+        f"{api}/runs", dependencies=[Depends(authorize)], openapi_extra={"requestBody": run_body}
+    )
     async def run(request: Request) -> Any:
         """Run a flow once on one input; the FlowResult."""
         data = await body_json(request)

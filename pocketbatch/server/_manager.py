@@ -154,8 +154,9 @@ class BatchManager:
             import orjson
 
             async with executor:
+                workers = min(row.max_concurrent, self.max_concurrent)  # no idle waiters
                 async for ordinal, result in stream_results(
-                    executor, items, max_concurrency=row.max_concurrent
+                    executor, items, max_concurrency=workers
                 ):
                     index = executor.indexes.pop(ordinal)
                     data = orjson.dumps(record(index, result))
