@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", default=".", help="the folder /builtin/load_file may read (default: .)"
     )
     serve.add_argument(
+        "--executor",
+        choices=("async", "process"),
+        default="async",
+        help="where items run: the server's event loop (async) or a process pool per batch",
+    )
+    serve.add_argument("--workers", type=_positive, metavar="N", help="processes per batch")
+    serve.add_argument(
         "--max-concurrent",
         type=_positive,
         default=64,
@@ -344,6 +351,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_modules=frozenset(args.allow_module),
         data_dir=Path(args.data_dir).resolve(),
         max_concurrent=args.max_concurrent,
+        executor=args.executor,
+        max_workers=args.workers,
     )
     try:
         serve(settings, host=args.host, port=args.port)

@@ -59,6 +59,8 @@ class ServerSettings:
     max_concurrent: int = 64
     limits: Limits = Limits()
     registry: Any = None
+    executor: str = "async"
+    max_workers: int | None = None
 
 
 def create_app(settings: ServerSettings) -> Any:
@@ -98,7 +100,13 @@ def create_app(settings: ServerSettings) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         store = Store(settings.db)
-        manager = BatchManager(store, compile_flow, max_concurrent=settings.max_concurrent)
+        manager = BatchManager(
+            store,
+            compile_flow,
+            max_concurrent=settings.max_concurrent,
+            executor=settings.executor,
+            max_workers=settings.max_workers,
+        )
         await manager.start()
         state["store"], state["manager"] = store, manager
         try:
@@ -190,6 +198,11 @@ def create_app(settings: ServerSettings) -> Any:
             raise HTTPException(404, f"no batch {batch_id!r}")
         return row
 
+    def described(row: Any) -> dict[str, Any]:
+        out = dict(row.to_dict())
+        out["running"] = state["manager"].in_flight.get(row.id, 0)
+        return out
+
     api = "/api/v1"
 
     if protected:
@@ -258,12 +271,12 @@ def create_app(settings: ServerSettings) -> Any:
         if not 1 <= limit <= 1000 or offset < 0:
             raise HTTPException(422, "limit must be 1..1000 and offset >= 0")
         rows, total = state["store"].list_batches(limit=limit, offset=offset)
-        return {"batches": [r.to_dict() for r in rows], "total": total}
+        return {"batches": [described(r) for r in rows], "total": total}
 
     @app.get(f"{api}/batches/{{batch_id}}", dependencies=[Depends(authorize)])
     async def get_batch(batch_id: str) -> dict[str, Any]:
         """A batch's status and counts."""
-        return dict(batch_or_404(batch_id).to_dict())
+        return described(batch_or_404(batch_id))
 
     @app.get(f"{api}/batches/{{batch_id}}/outputs", dependencies=[Depends(authorize)])
     async def outputs(batch_id: str, wait: bool = False) -> Any:
@@ -283,7 +296,7 @@ def create_app(settings: ServerSettings) -> Any:
         """Stop a running batch; the records already made are kept."""
         batch_or_404(batch_id)
         await state["manager"].cancel(batch_id)
-        return dict(batch_or_404(batch_id).to_dict())
+        return described(batch_or_404(batch_id))
 
     @app.post(
         f"{api}/runs", dependencies=[Depends(authorize)], openapi_extra={"requestBody": run_body}

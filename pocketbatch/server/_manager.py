@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
-from pocketbatch.batch._executors import AsyncExecutor, Executor
+from pocketbatch.batch._executors import Executor, make_executor
 from pocketbatch.batch._jsonl import Line, parse_line, record
 from pocketbatch.batch._runner import InputProblem, stream_results
 from pocketbatch.server._store import Store
@@ -44,9 +44,13 @@ class _Indexed:
 class _BatchExecutor:
     """Runs one batch's items: under the global limit, keeping stored indexes."""
 
-    def __init__(self, inner: Executor, slots: asyncio.Semaphore) -> None:
+    def __init__(
+        self, inner: Executor, slots: asyncio.Semaphore, in_flight: dict[str, int], batch_id: str
+    ) -> None:
         self.inner = inner
         self.slots = slots
+        self.in_flight = in_flight
+        self.batch_id = batch_id
         self.indexes: dict[int, int] = {}  # the runner's ordinal -> the input's index
 
     async def __aenter__(self) -> Self:
@@ -66,7 +70,11 @@ class _BatchExecutor:
         if isinstance(stored.item, InputProblem):
             return FlowResult("failed", error=FlowError(stored.item.code, stored.item.message))
         async with self.slots:
-            result = await self.inner.run(stored.index, stored.item.value)
+            self.in_flight[self.batch_id] = self.in_flight.get(self.batch_id, 0) + 1
+            try:
+                result = await self.inner.run(stored.index, stored.item.value)
+            finally:
+                self.in_flight[self.batch_id] -= 1
         if result.error is not None and result.error.code == "INVALID_INPUT":
             message = f"line {stored.item.number}: {result.error.message}"
             result = replace(result, error=replace(result.error, message=message))
@@ -84,9 +92,18 @@ class BatchManager:
     """
 
     def __init__(
-        self, store: Store, load: Callable[[str], LoadedFlow], *, max_concurrent: int = 64
+        self,
+        store: Store,
+        load: Callable[[str], LoadedFlow],
+        *,
+        max_concurrent: int = 64,
+        executor: str = "async",
+        max_workers: int | None = None,
     ) -> None:
         self.store = store
+        self.executor = executor
+        self.max_workers = max_workers
+        self.in_flight: dict[str, int] = {}  # items running now, by batch
         self._load_text = load
         self._flows: OrderedDict[str, LoadedFlow] = OrderedDict()
         self.max_concurrent = max_concurrent
@@ -146,7 +163,8 @@ class BatchManager:
         status = "completed"
         try:
             flow = self.load(row.flow)
-            executor = _BatchExecutor(AsyncExecutor(flow), self._slots)
+            inner = make_executor(self.executor, flow, max_workers=self.max_workers)  # type: ignore[arg-type]
+            executor = _BatchExecutor(inner, self._slots, self.in_flight, batch_id)
             items = (
                 _Indexed(index, _decode_line(blob))
                 for index, blob in self.store.pending_inputs(batch_id)
@@ -179,6 +197,7 @@ class BatchManager:
             if status != "running":
                 await self.store.set_status(batch_id, status, finished=True)
             self._tasks.pop(batch_id, None)
+            self.in_flight.pop(batch_id, None)
             self._done[batch_id].set()
 
     async def wait(self, batch_id: str) -> None:

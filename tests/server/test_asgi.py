@@ -1,0 +1,136 @@
+"""The HTTP API in-process, through httpx's ASGI transport (no socket, no subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from pocketbatch.server import ServerSettings, create_app
+
+FLOW = "output: {doubled: {$template: '{input.x}{input.x}'}}\n"
+
+
+async def _client(settings: ServerSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest_asyncio.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(ServerSettings(db=tmp_path / "pb.db")):
+        yield c
+
+
+@pytest_asyncio.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(ServerSettings(db=tmp_path / "pb.db", token="s3cret")):
+        yield c
+
+
+async def submit(client: httpx.AsyncClient, inputs: list[Any], **extra: Any) -> str:
+    response = await client.post("/api/v1/batches", json={"flow": FLOW, "inputs": inputs, **extra})
+    assert response.status_code == 201, response.text
+    batch_id: str = response.json()["batch_id"]
+    return batch_id
+
+
+@pytest.mark.asyncio
+async def test_health(client: httpx.AsyncClient) -> None:
+    """Health answers with the version."""
+    body = (await client.get("/api/v1/health")).json()
+    assert body["status"] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_batch_round_trip(client: httpx.AsyncClient) -> None:
+    """A submitted batch runs in the background; outputs come back in input order."""
+    batch_id = await submit(client, [{"x": i} for i in range(30)], max_concurrent=4)
+    text = (await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})).text
+    lines = text.splitlines()
+    assert len(lines) == 30
+    assert lines[3] == '{"index":3,"outcome":"success","result":{"doubled":"33"}}'
+    status = (await client.get(f"/api/v1/batches/{batch_id}")).json()
+    assert (status["status"], status["done"], status["failed"], status["running"]) == (
+        "completed",
+        30,
+        0,
+        0,
+    )
+
+
+@pytest.mark.asyncio
+async def test_failed_inputs_fail_alone(client: httpx.AsyncClient) -> None:
+    """A bad JSONL line and an input the flow cannot use fail their own records."""
+    response = await client.post(
+        "/api/v1/batches",
+        json={"flow": FLOW, "inputs_jsonl": '{"x": 1}\nnot json\n{"y": 2}\n'},
+    )
+    batch_id = response.json()["batch_id"]
+    lines = (
+        await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})
+    ).text.splitlines()
+    assert [line.split('"outcome":"')[1][:6] for line in lines] == ["succes", "failed", "failed"]
+    assert "line 2" in lines[1]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        ({"inputs": [{}]}, 422, "'flow' is required"),
+        ({"flow": "steps: [", "inputs": [{}]}, 422, "the flow does not load"),
+        ({"flow": FLOW, "inputs": [{}], "max_concurrent": 0}, 422, "max_concurrent"),
+        ({"flow": FLOW, "inputs": [{}], "max_concurrent": 2**63}, 422, "max_concurrent"),
+        ({"flow": FLOW}, 422, "'inputs' is required"),
+    ],
+)
+async def test_bad_submissions_are_refused_with_a_message(
+    client: httpx.AsyncClient, body: dict[str, Any], status: int, text: str
+) -> None:
+    """Each bad submission gets its status and a message naming the problem."""
+    response = await client.post("/api/v1/batches", json=body)
+    assert response.status_code == status
+    assert text in response.json()["detail"]
+
+
+@pytest.mark.asyncio
+async def test_unknown_batch_is_404(client: httpx.AsyncClient) -> None:
+    """An unknown batch id is a 404."""
+    assert (await client.get("/api/v1/batches/nope")).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_run_one_input(client: httpx.AsyncClient) -> None:
+    """POST /runs runs the flow once and returns the FlowResult."""
+    response = await client.post("/api/v1/runs", json={"flow": FLOW, "input": {"x": "a"}})
+    assert response.json() == {"outcome": "success", "result": {"doubled": "aa"}}
+
+
+@pytest.mark.asyncio
+async def test_token_guards_everything_but_health(secured: httpx.AsyncClient) -> None:
+    """With a token, the API and the schema need it; health does not."""
+    assert (await secured.get("/api/v1/health")).status_code == 200
+    for path in ("/api/v1/batches", "/openapi.json"):
+        assert (await secured.get(path)).status_code == 401
+        ok = await secured.get(path, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_concurrent_batches_each_complete(client: httpx.AsyncClient) -> None:
+    """Several batches submitted at once all complete with their own records."""
+    ids = await asyncio.gather(*(submit(client, [{"x": b}] * 5) for b in range(4)))
+    for b, batch_id in enumerate(ids):
+        text = (
+            await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})
+        ).text
+        assert text.count(f'"doubled":"{b}{b}"') == 5
