@@ -98,9 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch.add_argument(
         "--executor",
-        choices=("async", "process"),
+        type=_executor_kind,
         default="async",
-        help="where items run: this process (async, default) or a process pool",
+        metavar="async|process|ray|ray://HOST:PORT",
+        help="where items run: this process (async, default), a process pool, "
+        "a local Ray instance, or a Ray cluster",
+    )
+    batch.add_argument(
+        "--chunk-size",
+        type=_positive,
+        metavar="N",
+        help="items per call to a Ray worker (default 16)",
     )
     batch.add_argument(
         "--workers", type=_positive, metavar="N", help="processes for --executor process"
@@ -127,9 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--executor",
-        choices=("async", "process"),
+        type=_executor_kind,
         default="async",
-        help="where items run: the server's event loop (async) or a process pool per batch",
+        metavar="async|process|ray|ray://HOST:PORT",
+        help="where items run: the server's event loop (async), a process pool per batch, or Ray",
     )
     serve.add_argument("--workers", type=_positive, metavar="N", help="processes per batch")
     serve.add_argument(
@@ -223,6 +232,14 @@ def _check_finite(value: Any, what: str) -> Any:
         for inner in value:
             _check_finite(inner, what)
     return value
+
+
+def _executor_kind(text: str) -> str:
+    if text in ("async", "process", "ray") or text.startswith("ray://"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected async, process, ray or ray://HOST:PORT, got {text!r}"
+    )
 
 
 def _positive(text: str) -> int:
@@ -333,6 +350,7 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
             executor=args.executor,
             workers=args.workers,
             progress=not args.no_progress,
+            chunk_size=args.chunk_size,
         )
     except ResumeError as exc:
         raise _UsageError(str(exc)) from None

@@ -86,6 +86,7 @@ async def _run(
     executor: str,
     workers: int | None,
     progress_enabled: bool,
+    chunk_size: int | None = None,
 ) -> int:
     total = count_inputs(inputs)
     earlier = resume_state(output, inputs=total) if resume and output is not None else Resumed(0, 0)
@@ -112,7 +113,9 @@ async def _run(
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     writer = JsonlWriter(output if output is not None else sys.stdout.buffer, append=bool(skip))
-    runner = _WithLineNumbers(make_executor(executor, flow, max_workers=workers))  # type: ignore[arg-type]
+    runner = _WithLineNumbers(
+        make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
+    )
     cancelled = broken_pipe = False
     try:
         async with runner:
@@ -164,6 +167,7 @@ def run_batch_command(
     executor: str,
     workers: int | None,
     progress: bool,
+    chunk_size: int | None = None,
 ) -> int:
     """Run the command (the CLI has parsed and checked the arguments)."""
     return asyncio.run(
@@ -176,5 +180,6 @@ def run_batch_command(
             executor=executor,
             workers=workers,
             progress_enabled=progress,
+            chunk_size=chunk_size,
         )
     )

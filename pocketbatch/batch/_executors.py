@@ -281,8 +281,10 @@ def make_executor(
     *,
     max_workers: int | None = None,
     observer: Observer | None = None,
+    chunk_size: int | None = None,
 ) -> Executor:
-    """The executor for ``kind`` (``"async"``, ``"process"``, or one you made).
+    """The executor for ``kind`` (``"async"``, ``"process"``, ``"ray"``,
+    ``"ray://HOST:PORT"``, or one you made).
 
     Example:
         >>> from pocketbatch import load_flow
@@ -293,6 +295,17 @@ def make_executor(
         return AsyncExecutor(flow, observer=observer)
     if kind == "process":
         return ProcessExecutor(flow, max_workers=max_workers)
+    if isinstance(kind, str) and (kind == "ray" or kind.startswith("ray://")):
+        from pocketbatch.executors.ray import RayExecutor
+
+        return RayExecutor(
+            flow, address=None if kind == "ray" else kind, chunk_size=chunk_size or 16
+        )
     if isinstance(kind, str):
-        raise ValueError(f"executor must be 'async' or 'process', got {kind!r}")
+        raise ValueError(
+            f"executor must be 'async', 'process', 'ray' or 'ray://HOST:PORT', got {kind!r}"
+        )
+    bind = getattr(kind, "bind", None)
+    if callable(bind):
+        bind(flow)  # an executor made without its flow (RayExecutor(address=...))
     return kind
