@@ -17,9 +17,9 @@ same records with ``--executor ray`` as with ``--executor async``. It:
 * bounds items in flight through the runner (``--max-concurrent``).
 
 Retry policy when a worker dies (SIGKILL, OOM, a crash): Ray restarts the actor
-(which loads the flow again), and each item of the chunk it held runs again, alone;
-an item that kills its worker even alone fails with ``WORKER_CRASHED``. Nothing
-else in the batch is affected.
+(which loads the flow again), and each item of the chunk it held runs again on a
+separate worker, alone and one at a time; an item that kills that worker too fails
+with ``WORKER_CRASHED``. Nothing else in the batch is affected.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ class RayExecutor:
         self._pending: list[tuple[Any, asyncio.Future[FlowResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._dispatches: set[asyncio.Task[None]] = set()
+        self._solo: Any = None  # a worker for items suspected of killing workers
+        self._solo_lock = asyncio.Lock()
 
     def bind(self, flow: Any) -> None:
         """Set the flow to run (the runner calls this with the batch's flow)."""
@@ -160,9 +162,10 @@ class RayExecutor:
             await asyncio.gather(*self._dispatches, return_exceptions=True)
         ray = self._ray
         if ray is not None:
-            for actor in self._actors:
+            for actor in [*self._actors, *([self._solo] if self._solo is not None else [])]:
                 ray.kill(actor)
             self._actors = []
+            self._solo = None
             if self._owned:
                 ray.shutdown()
                 self._owned = False
@@ -210,12 +213,8 @@ class RayExecutor:
             results = await self._call([item for item, _ in chunk])
         except died:
             results = []
-            for item, _ in chunk:  # the worker died: each item again, alone
-                try:
-                    results.extend(await self._call([item]))
-                except died:
-                    message = "the Ray worker running this item died (the item was run alone)"
-                    results.append(FlowResult("failed", error=FlowError("WORKER_CRASHED", message)))
+            for item, _ in chunk:  # the worker died: each item again, truly alone
+                results.append(await self._run_alone(item))
         except Exception as exc:  # the item or result could not travel
             detail = f"{type(exc).__name__}: {exc}"
             results = [
@@ -224,6 +223,23 @@ class RayExecutor:
         for (_, future), result in zip(chunk, results):
             if not future.done():
                 future.set_result(result)
+
+    async def _run_alone(self, item: Any) -> FlowResult:
+        """Run a suspect item on a worker of its own, one suspect at a time."""
+        from pocketbatch.loader import FlowError, FlowResult
+
+        ray = self._ray
+        died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
+        async with self._solo_lock:
+            if self._solo is None:
+                actor = ray.remote(num_cpus=0, max_restarts=-1)(_FlowActor)
+                self._solo = actor.remote(self._source())
+            try:
+                results: list[FlowResult] = await self._solo.run_chunk.remote([item])
+                return results[0]
+            except died:
+                message = "the Ray worker running this item died (the item was run alone)"
+                return FlowResult("failed", error=FlowError("WORKER_CRASHED", message))
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r}, chunk_size={self.chunk_size})"

@@ -111,6 +111,7 @@ class BatchManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._closing = False
+        self._owns_ray = False
 
     def load(self, flow_text: str) -> LoadedFlow:
         """The compiled flow for ``flow_text`` (cached for the most recent 64)."""
@@ -127,6 +128,16 @@ class BatchManager:
     async def start(self) -> None:
         """Resume every batch the store still has running."""
         self._slots = asyncio.Semaphore(self.max_concurrent)
+        if self.executor == "ray" or self.executor.startswith("ray://"):
+            # One Ray connection for the server's life: a batch's executor must not
+            # shut Ray down under the other batches when it finishes.
+            from pocketbatch.executors.ray import _import_ray
+
+            ray = _import_ray()
+            if not ray.is_initialized():
+                address = None if self.executor == "ray" else self.executor
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                self._owns_ray = True
         for batch_id in self.store.unfinished():
             self._launch(batch_id)
 
@@ -221,6 +232,10 @@ class BatchManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
 
     def running(self, batch_id: str) -> bool:
         return batch_id in self._tasks

@@ -357,7 +357,7 @@ def test_bad_lines_on_the_process_executor(tmp_path: Path) -> None:
         (["--inputs", "in.jsonl", "--max-concurrent", "0"], "max-concurrent"),
         (["--inputs", "in.jsonl", "--max-concurrent", "-3"], "max-concurrent"),
         (["--inputs", "in.jsonl", "--max-concurrent", "many"], "max-concurrent"),
-        (["--inputs", "in.jsonl", "--executor", "ray"], "executor"),
+        (["--inputs", "in.jsonl", "--executor", "fiber"], "executor"),
         (["--inputs", "in.jsonl", "--executor", "process", "--workers", "0"], "workers"),
         (["--inputs", "in.jsonl", "--output", "in.jsonl"], "--output"),
         (["--inputs", "in.jsonl", "--var", "novalue"], "--var"),

@@ -1,0 +1,77 @@
+"""Components for the Ray executor tests, routed by ``pocketbatch.yaml`` as ``/raytest/<name>``.
+
+Everything a component needs to know arrives in its input (no environment variables:
+the Ray workers are started by the test's Ray instance, not by the test).
+
+* ``check``: raises for ``{"fail": true}``; else ``{"n": n * 2}``;
+* ``counted``: resolving it (once per flow load) bumps the module-level ``LOADS``;
+  it returns ``{"i", "pid", "loads"}``, so a test sees how often each worker loaded;
+* ``crash``: ``os._exit(1)`` for ``{"crash": true}``;
+* ``inflight``: counts the items inside it across processes, in the file
+  ``{dir}/count`` under an ``fcntl`` lock, and appends each count it reaches to
+  ``{dir}/seen``;
+* ``nap``: sleeps ``sleep_ms`` and returns ``{"i": i}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+LOADS = 0
+
+
+def check(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("fail"):
+        raise ValueError(f"item {data.get('n')} asked to fail")
+    return {"n": data["n"] * 2}
+
+
+def _counted(data: dict[str, Any]) -> dict[str, Any]:
+    return {"i": data["i"], "pid": os.getpid(), "loads": LOADS}
+
+
+def __getattr__(name: str) -> Any:
+    # Called each time the loader resolves /raytest/counted: once per flow load.
+    global LOADS
+    if name == "counted":
+        LOADS += 1
+        return _counted
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+async def crash(data: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0.01)  # the chunk's other items are in flight beside it
+    if data.get("crash"):
+        os._exit(1)
+    return {"i": data["i"], "pid": os.getpid()}
+
+
+def _bump(directory: Path, delta: int) -> None:
+    with open(directory / "lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        count_file = directory / "count"
+        count = int(count_file.read_text() or 0) if count_file.exists() else 0
+        count += delta
+        count_file.write_text(str(count))
+        if delta > 0:
+            with open(directory / "seen", "a", encoding="utf-8") as seen:
+                seen.write(f"{count}\n")
+
+
+async def inflight(data: dict[str, Any]) -> dict[str, Any]:
+    directory = Path(data["dir"])
+    _bump(directory, +1)
+    try:
+        await asyncio.sleep(data.get("sleep_ms", 30) / 1000)
+    finally:
+        _bump(directory, -1)
+    return {"i": data["i"]}
+
+
+async def nap(data: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(data.get("sleep_ms", 0) / 1000)
+    return {"i": data["i"]}

@@ -1,0 +1,286 @@
+"""The ``ray`` executor against a real local Ray instance (issue 6).
+
+One Ray instance (2 CPUs, no dashboard) is started for the module by the ``ray_local``
+fixture and shut down at its end; :class:`RayExecutor` joins an initialized Ray and
+leaves it running. The CLI tests run ``pocketbatch run-batch --executor ray`` as
+subprocesses, each of which starts (and stops) a local Ray of its own.
+
+The contract: the same records as ``--executor async`` for the same inputs; items
+travel in chunks to at most ``workers`` actors, each of which loads the flow once;
+``max_concurrency`` bounds items in flight; a worker that dies fails only the item
+that kills it (``WORKER_CRASHED``); ``--resume`` after a SIGKILL of the driver
+completes the output with every index exactly once.
+
+Flows and the component module (``/raytest/<name>``) are in ``tests/executors/data``.
+Components get what they need in their input, not from environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray executor tests need the [ray] extra")
+
+pytestmark = pytest.mark.ray
+
+from pocketbatch import load_flow  # noqa: E402
+from pocketbatch.batch import evaluate_batch  # noqa: E402
+from pocketbatch.core import Event, EventKind  # noqa: E402
+from pocketbatch.executors.ray import RayExecutor  # noqa: E402
+from pocketbatch.loader import FlowResult  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+CHECK = DATA / "check.yaml"  # input_schema {n: integer}; {"fail": true} raises
+COUNTED = DATA / "counted.yaml"
+CRASH = DATA / "crash.yaml"
+INFLIGHT = DATA / "inflight.yaml"
+NAP = DATA / "nap.yaml"
+TIMEOUT = 60  # a subprocess starts its own Ray: a few seconds of that is start-up
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local() -> Iterator[None]:
+    """A local Ray instance for the whole module."""
+    if ray.is_initialized():  # pragma: no cover - someone else's instance
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def as_tuple(r: FlowResult) -> tuple[Any, ...]:
+    error = (r.error.code, r.error.message) if r.error is not None else None
+    return (r.outcome, r.result, error)
+
+
+def mixed_inputs() -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for n in range(30):
+        if n % 7 == 3:
+            items.append({"n": n, "fail": True})  # the component raises
+        elif n % 5 == 1:
+            items.append({"m": n})  # no n: invalid input
+        elif n % 11 == 8:
+            items.append({"n": str(n)})  # wrong type
+        else:
+            items.append({"n": n})
+    return items
+
+
+# -- output equality ------------------------------------------------------------------------
+
+
+def test_same_results_as_async_on_a_mixed_batch() -> None:
+    flow = load_flow(CHECK)
+    inputs = mixed_inputs()
+    expected = run(evaluate_batch(flow, inputs, max_concurrency=8))
+    got = run(evaluate_batch(flow, inputs, max_concurrency=8, executor=RayExecutor(chunk_size=4)))
+    assert [as_tuple(r) for r in got] == [as_tuple(r) for r in expected]
+    outcomes = {r.outcome for r in got}
+    codes = {r.error.code for r in got if r.error is not None}
+    assert outcomes == {"success", "failed"}
+    assert len(codes) >= 2, codes  # both a failing component and invalid inputs
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pocketbatch", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def write_lines(path: Path, items: Iterable[Any]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for item in items:
+            f.write(item if isinstance(item, str) else json.dumps(item))
+            f.write("\n")
+    return path
+
+
+def test_cli_output_byte_identical_to_async(tmp_path: Path) -> None:
+    lines: list[Any] = [*mixed_inputs()]
+    lines.insert(2, '{"n": 1,')  # bad JSON
+    lines.insert(9, "[1, 2, 3]")  # not an object
+    lines.insert(15, "42")
+    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    outputs = {}
+    for executor in ("async", "ray"):
+        out = tmp_path / f"{executor}.jsonl"
+        ran = cli(
+            "run-batch", "--flow", CHECK, "--inputs", inputs, "--output", out,
+            "--executor", executor, "--chunk-size", "4", "--max-concurrent", "8",
+            "--no-progress", cwd=tmp_path,
+        )  # fmt: skip
+        assert ran.returncode == 1, ran.stderr  # some items failed
+        outputs[executor] = out.read_bytes()
+    assert outputs["ray"] == outputs["async"]
+    got = [json.loads(line) for line in outputs["ray"].splitlines()]
+    assert [r["index"] for r in got] == list(range(len(lines)))
+    assert got[2]["error"]["message"].startswith("line 3:")
+    assert got[9]["error"]["message"].startswith("line 10:")
+
+
+# -- chunking, one load per worker ------------------------------------------------------------
+
+
+def test_chunks_go_to_at_most_workers_actors_each_loading_the_flow_once() -> None:
+    flow = load_flow(COUNTED)
+    inputs = [{"i": i} for i in range(60)]
+    results = run(
+        evaluate_batch(
+            flow, inputs, max_concurrency=16, executor=RayExecutor(chunk_size=4, workers=2)
+        )
+    )
+    assert all(r.outcome == "success" for r in results), [as_tuple(r) for r in results]
+    assert [r.result["i"] for r in results] == list(range(60))
+    pids = {r.result["pid"] for r in results}
+    assert 1 <= len(pids) <= 2
+    assert os.getpid() not in pids  # the items ran on the workers, not here
+    # Each worker resolved the component once (one flow load), not once per item.
+    assert {r.result["loads"] for r in results} == {1}
+
+
+# -- bounded in-flight ------------------------------------------------------------------------
+
+
+def test_max_concurrency_bounds_items_in_flight(tmp_path: Path) -> None:
+    flow = load_flow(INFLIGHT)
+    inputs = [{"i": i, "dir": str(tmp_path), "sleep_ms": 30} for i in range(48)]
+    in_flight = peak = 0
+
+    def observer(event: Event) -> None:
+        nonlocal in_flight, peak
+        if event.item is None:
+            return
+        if event.kind is EventKind.ITEM_STARTED:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        elif event.kind in (EventKind.ITEM_FINISHED, EventKind.ITEM_FAILED):
+            in_flight -= 1
+
+    results = run(
+        evaluate_batch(
+            flow,
+            inputs,
+            max_concurrency=6,
+            executor=RayExecutor(chunk_size=2, workers=2),
+            observer=observer,
+        )
+    )
+    assert all(r.outcome == "success" for r in results), [as_tuple(r) for r in results]
+    assert 1 <= peak <= 6
+    # Inside the components, across both worker processes: never more than 6 at once.
+    seen = [int(n) for n in (tmp_path / "seen").read_text().split()]
+    assert len(seen) == len(inputs)
+    assert max(seen) <= 6, max(seen)
+    assert (tmp_path / "count").read_text() == "0"
+
+
+# -- a killed worker --------------------------------------------------------------------------
+
+
+def test_an_item_that_kills_its_worker_fails_alone() -> None:
+    flow = load_flow(CRASH)
+    bad = 5
+    inputs = [{"i": i, "crash": i == bad} for i in range(16)]
+    results = run(
+        evaluate_batch(
+            flow, inputs, max_concurrency=8, executor=RayExecutor(chunk_size=4, workers=2)
+        )
+    )
+    assert results[bad].outcome == "failed"
+    assert results[bad].error is not None
+    assert results[bad].error.code == "WORKER_CRASHED"
+    others = [r for i, r in enumerate(results) if i != bad]
+    assert all(r.outcome == "success" for r in others), [as_tuple(r) for r in others]
+    assert [r.result["i"] for r in others] == [i for i in range(16) if i != bad]
+
+
+def test_an_item_that_kills_its_only_worker_fails_alone() -> None:
+    # One worker, several chunks in flight on it at once (chunk_size 2, 8 in flight).
+    flow = load_flow(CRASH)
+    bad = 5
+    inputs = [{"i": i, "crash": i == bad} for i in range(16)]
+    results = run(
+        evaluate_batch(
+            flow, inputs, max_concurrency=8, executor=RayExecutor(chunk_size=2, workers=1)
+        )
+    )
+    failed = [i for i, r in enumerate(results) if r.outcome != "success"]
+    assert failed == [bad], [as_tuple(results[i]) for i in failed]
+
+
+# -- resume after a SIGKILL of the driver ------------------------------------------------------
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    assert text == "" or text.endswith("\n"), "the output ends with a torn line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def line_count(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
+    n = 200
+    inputs = write_lines(tmp_path / "in.jsonl", ({"i": i, "sleep_ms": 20} for i in range(n)))
+    out = tmp_path / "out.jsonl"
+    args = ["run-batch", "--flow", NAP, "--inputs", inputs, "--output", out]
+    args += ["--executor", "ray", "--chunk-size", "4", "--no-progress"]
+    with open(tmp_path / "err1.txt", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pocketbatch", *map(str, args)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its Ray processes share its process group
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while line_count(out) < 30:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"run-batch exited ({proc.returncode}) before 30 records: "
+                    + (tmp_path / "err1.txt").read_text()
+                )
+            assert time.monotonic() < deadline, "timed out waiting for 30 records"
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+    killed_at = line_count(out)
+    assert killed_at < n, "the batch finished before it was killed: make it slower"
+
+    ran = cli(*args, "--resume", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    got = records(out)
+    assert [r["index"] for r in got] == list(range(n))
+    assert all(r["outcome"] == "success" and r["result"] == {"i": r["index"]} for r in got)
