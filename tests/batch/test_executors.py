@@ -265,8 +265,12 @@ def test_make_executor() -> None:
     assert isinstance(make_executor("process", flow, max_workers=2), ProcessExecutor)
     mine = AsyncExecutor(flow)
     assert make_executor(mine, flow) is mine
+    from pocketbatch.executors.ray import RayExecutor
+
+    assert isinstance(make_executor("ray", flow), RayExecutor)  # not started until entered
+    assert make_executor("ray://head:10001", flow).address == "ray://head:10001"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="executor"):
-        make_executor("ray", flow)  # type: ignore[arg-type]
+        make_executor("fiber", flow)  # type: ignore[arg-type]
 
 
 def test_flow_runner_for_a_loaded_flow_and_a_core_flow() -> None:
