@@ -135,6 +135,36 @@ def create_app(settings: ServerSettings) -> Any:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
 
+    async def body_bytes(request: Request) -> bytes:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > settings.limits.max_request_bytes:
+            raise HTTPException(
+                413, f"request larger than {settings.limits.max_request_bytes} bytes"
+            )
+        raw = await request.body()
+        if len(raw) > settings.limits.max_request_bytes:
+            raise HTTPException(
+                413, f"request larger than {settings.limits.max_request_bytes} bytes"
+            )
+        return raw
+
+    def jsonl_submission(raw: bytes) -> dict[str, Any]:
+        """A JSONL body: the first line holds the settings ({flow, max_concurrent}),
+        each following line is one input (numbered from 1, as in the inputs file)."""
+        head, _, rest = raw.partition(b"\n")
+        try:
+            data = orjson.loads(head)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(
+                400, f"line 1 of the JSONL body must be the batch settings as JSON: {exc}"
+            ) from None
+        if not isinstance(data, dict) or "inputs" in data or "inputs_jsonl" in data:
+            raise HTTPException(
+                422, "line 1 of the JSONL body must be {flow, max_concurrent}; inputs follow"
+            )
+        data["inputs_jsonl"] = rest.decode("utf-8", errors="replace")
+        return data
+
     async def body_json(request: Request) -> Any:
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > settings.limits.max_request_bytes:
@@ -253,8 +283,17 @@ def create_app(settings: ServerSettings) -> Any:
         openapi_extra={"requestBody": batch_body},
     )
     async def submit(request: Request) -> dict[str, Any]:
-        """Accept a batch: stored durably before this returns, then run in the background."""
-        data = await body_json(request)
+        """Accept a batch: stored durably before this returns, then run in the background.
+
+        The body is JSON ``{flow, inputs | inputs_jsonl, max_concurrent}``, or JSONL
+        (``Content-Type: application/x-ndjson``) whose first line is
+        ``{flow, max_concurrent}`` and whose other lines are the inputs.
+        """
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
+            data = jsonl_submission(await body_bytes(request))
+        else:
+            data = await body_json(request)
         text = flow_text(data)
         load_or_422(text)
         lines = lines_of(data)

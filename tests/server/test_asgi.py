@@ -134,3 +134,39 @@ async def test_concurrent_batches_each_complete(client: httpx.AsyncClient) -> No
             await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})
         ).text
         assert text.count(f'"doubled":"{b}{b}"') == 5
+
+
+@pytest.mark.asyncio
+async def test_a_jsonl_body_submits_a_batch(client: httpx.AsyncClient) -> None:
+    """A JSONL body: settings on line 1, inputs after, numbered as in the inputs file."""
+    import orjson
+
+    head = orjson.dumps({"flow": FLOW, "max_concurrent": 2})
+    body = head + b'\n{"x": 1}\nnot json\n{"x": 3}\n'
+    response = await client.post(
+        "/api/v1/batches", content=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 201, response.text
+    batch_id = response.json()["batch_id"]
+    lines = (
+        await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})
+    ).text.splitlines()
+    assert len(lines) == 3
+    assert lines[0] == '{"index":0,"outcome":"success","result":{"doubled":"11"}}'
+    assert "line 2" in lines[1]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"not json\n{}\n", 400), (b'{"flow": "output: 1\\n", "inputs": []}\n', 422)],
+)
+async def test_a_bad_jsonl_header_is_refused(
+    client: httpx.AsyncClient, body: bytes, status: int
+) -> None:
+    """Line 1 of a JSONL body must be the batch settings."""
+    response = await client.post(
+        "/api/v1/batches", content=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == status
+    assert "line 1" in response.json()["detail"]
