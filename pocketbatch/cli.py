@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -223,14 +222,10 @@ def _strict_json(text: str) -> Any:
 
 def _check_finite(value: Any, what: str) -> Any:
     """Refuse NaN and infinities (which YAML can spell), so output stays JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _UsageError(f"{what} holds {value!r}, which JSON cannot represent")
-    if isinstance(value, dict):
-        for inner in value.values():
-            _check_finite(inner, what)
-    elif isinstance(value, list):
-        for inner in value:
-            _check_finite(inner, what)
+    from pocketbatch.batch._jsonl import non_finite
+
+    if non_finite(value):
+        raise _UsageError(f"{what} holds NaN or Infinity, which JSON cannot represent")
     return value
 
 

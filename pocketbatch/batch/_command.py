@@ -27,6 +27,7 @@ from pocketbatch.batch._jsonl import (
     read_inputs,
     record,
     resume_state,
+    with_line,
 )
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
@@ -53,14 +54,9 @@ class _WithLineNumbers:
         await self.inner.__aexit__(*exc_info)
 
     async def run(self, index: int, item: Any) -> FlowResult:
-        line = item if isinstance(item, Line) else None
-        result = await self.inner.run(index, line.value if line else item)
-        if line is not None and result.error is not None and result.error.code == "INVALID_INPUT":
-            from dataclasses import replace
-
-            error = replace(result.error, message=f"line {line.number}: {result.error.message}")
-            result = replace(result, error=error)
-        return result
+        if not isinstance(item, Line):
+            return await self.inner.run(index, item)
+        return with_line(await self.inner.run(index, item.value), item.number)
 
 
 def _silence_stdout() -> None:

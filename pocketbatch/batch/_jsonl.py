@@ -16,7 +16,8 @@ prefix of the full one (plus, after a hard kill, maybe one torn last line).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -33,11 +34,13 @@ __all__ = (
     "ResumeError",
     "Resumed",
     "count_inputs",
+    "non_finite",
     "parse_line",
     "read_inputs",
     "record",
     "resume_point",
     "resume_state",
+    "with_line",
 )
 
 
@@ -120,29 +123,40 @@ def _json_kind(value: Any) -> str:
 _HUGE = float(2**63)
 
 
+def _any_float(value: Any, test: Callable[[float], bool]) -> bool:
+    """Whether some float inside the JSON ``value`` passes ``test``."""
+    if isinstance(value, float):
+        return test(value)
+    if isinstance(value, dict):
+        return any(_any_float(v, test) for v in value.values())
+    if isinstance(value, list):
+        return any(_any_float(v, test) for v in value)
+    return False
+
+
 def _has_huge_number(value: Any) -> bool:
     """Whether a float in ``value`` may be an integer too big for 64 bits."""
-    if isinstance(value, float):
-        return abs(value) >= _HUGE
-    if isinstance(value, dict):
-        return any(_has_huge_number(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_huge_number(v) for v in value)
-    return False
+    return _any_float(value, lambda f: abs(f) >= _HUGE)
 
 
-def _non_finite(value: Any) -> bool:
-    """Whether ``value`` holds NaN or an infinity (which JSON cannot represent)."""
-    if isinstance(value, float):
-        return value != value or value in (_INF, -_INF)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_non_finite(v) for v in value)
-    return False
+def non_finite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity (which JSON cannot represent).
+
+    Example:
+        >>> non_finite({"a": [1.0, float("nan")]}), non_finite({"a": 1.5})
+        (True, False)
+    """
+    return _any_float(value, lambda f: not math.isfinite(f))
 
 
-_INF = float("inf")
+def with_line(result: FlowResult, number: int) -> FlowResult:
+    """``result``, its ``INVALID_INPUT`` message prefixed with the input's line number."""
+    from dataclasses import replace
+
+    if result.error is None or result.error.code != "INVALID_INPUT":
+        return result
+    error = replace(result.error, message=f"line {number}: {result.error.message}")
+    return replace(result, error=error)
 
 
 def count_inputs(path: str | Path) -> int:
@@ -201,7 +215,7 @@ class JsonlWriter:
                 line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
             except (TypeError, ValueError):
                 problem = f"the result is not JSON: {exc}"
-        if problem is None and _non_finite(record.get("result")):
+        if problem is None and non_finite(record.get("result")):
             problem = "the result holds NaN or Infinity, which JSON cannot represent"
         if problem is not None:  # fail the record, keep the line
             self.failed_outputs += 1

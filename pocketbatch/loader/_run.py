@@ -711,14 +711,14 @@ class LoadedFlow:
         """Compile the sub-flows written into /builtin/map and /builtin/eval steps now,
         so their mistakes are load errors at their own line and column."""
         from pocketbatch.loader._expr import Const, Obj
+        from pocketbatch.loader._spec import LITERAL_INPUT_KEYS
 
         for step in self.spec.steps:
-            if step.component not in ("/builtin/map", "/builtin/eval"):
-                continue
-            if not isinstance(step.input, Obj):
+            literal_keys = LITERAL_INPUT_KEYS.get(step.component, ())
+            if not literal_keys or not isinstance(step.input, Obj):
                 continue
             for key, expr in step.input.items:
-                if key not in ("workflow", "flow") or not isinstance(expr, Const):
+                if key not in literal_keys or not isinstance(expr, Const):
                     continue
                 if isinstance(expr.value, dict | str):
                     self.load_subflow(expr.value, (*step.where, "input", key))

@@ -77,7 +77,8 @@ _CASE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 _STEP_ID = re.compile(r"[A-Za-z_][\w-]*\Z")
-_LITERAL_INPUT_KEYS = {"/builtin/map": ("workflow", "flow"), "/builtin/eval": ("flow",)}
+# Input keys of builtins that take a nested flow, which is data, not expressions.
+LITERAL_INPUT_KEYS = {"/builtin/map": ("workflow", "flow"), "/builtin/eval": ("flow",)}
 
 
 @dataclass(frozen=True)
@@ -462,7 +463,7 @@ def _parse_step(doc: Document, raw: dict[str, Any], where: DocPath) -> StepSpec:
 def _compile_input(keys: _Keys, component: str, ctx: CompileContext) -> Expr:
     raw = keys.get("input")
     where = keys.at("input")
-    literal = _LITERAL_INPUT_KEYS.get(component, ())
+    literal = LITERAL_INPUT_KEYS.get(component, ())
     if isinstance(raw, dict) and literal and not any(str(k).startswith("$") for k in raw):
         # An inline sub-flow is data for the builtin, not expressions for this step.
         from pocketbatch.loader._expr import Obj

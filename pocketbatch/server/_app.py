@@ -166,16 +166,7 @@ def create_app(settings: ServerSettings) -> Any:
         return data
 
     async def body_json(request: Request) -> Any:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > settings.limits.max_request_bytes:
-            raise HTTPException(
-                413, f"request larger than {settings.limits.max_request_bytes} bytes"
-            )
-        raw = await request.body()
-        if len(raw) > settings.limits.max_request_bytes:
-            raise HTTPException(
-                413, f"request larger than {settings.limits.max_request_bytes} bytes"
-            )
+        raw = await body_bytes(request)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from pocketbatch.batch._executors import Executor, make_executor
-from pocketbatch.batch._jsonl import Line, parse_line, record
+from pocketbatch.batch._jsonl import Line, parse_line, record, with_line
 from pocketbatch.batch._runner import InputProblem, stream_results
 from pocketbatch.server._store import Store
 
@@ -61,8 +61,6 @@ class _BatchExecutor:
         await self.inner.__aexit__(*exc_info)
 
     async def run(self, ordinal: int, item: Any) -> FlowResult:
-        from dataclasses import replace
-
         from pocketbatch.loader import FlowError, FlowResult
 
         stored: _Indexed = item
@@ -75,10 +73,7 @@ class _BatchExecutor:
                 result = await self.inner.run(stored.index, stored.item.value)
             finally:
                 self.in_flight[self.batch_id] -= 1
-        if result.error is not None and result.error.code == "INVALID_INPUT":
-            message = f"line {stored.item.number}: {result.error.message}"
-            result = replace(result, error=replace(result.error, message=message))
-        return result
+        return with_line(result, stored.item.number)
 
 
 class BatchManager:
