@@ -9,11 +9,13 @@ same records with ``--executor ray`` as with ``--executor async``. It:
   absolute; registry callables travel pickled, by value when defined in
   ``__main__``); a flow whose components cannot be loaded on a worker fails at
   start, naming the component;
-* sends items in chunks of up to ``chunk_size`` (Ray's per-call overhead is
-  amortised), to the least busy actor; waiting items leave when there are enough
-  to fill a chunk per worker, or after ``linger`` seconds, spread over the workers
-  (so keep ``--max-concurrent`` at least ``chunk_size`` times the workers);
-  a chunk's items run concurrently inside the actor;
+* sends items in chunks of ``chunk_size`` (Ray's per-call overhead is amortised),
+  each full chunk at once to the least busy actor. A partial chunk leaves at once
+  when an actor is idle, else after ``linger`` seconds, spread over the actors
+  holding fewer than two chunks; when every actor holds two (one running, one
+  queued), it waits for more items or for a chunk to come back, so chunks stay
+  full. Keep ``--max-concurrent`` at least ``chunk_size`` times the workers, or
+  every chunk is a partial one. A chunk's items run concurrently inside the actor;
 * bounds items in flight through the runner (``--max-concurrent``).
 
 Retry policy when a worker dies (SIGKILL, OOM, a crash): Ray restarts the actor
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ("RayExecutor",)
 
+_DEPTH = 2  # chunks a worker holds at once: one running, one queued behind it
+
 
 def _import_ray() -> Any:
     try:
@@ -42,6 +46,31 @@ def _import_ray() -> Any:
     except ImportError:
         raise MissingExtraError("the ray executor", "ray") from None
     return ray
+
+
+def stop_ray(ray: Any) -> None:
+    """``ray.shutdown()``, without its idle second on a local instance we started.
+
+    ``ray.shutdown()`` stops the processes ``ray.init()`` started one at a time,
+    giving each a second to exit on SIGTERM before it sends SIGKILL. The autoscaler
+    monitor of a local instance never exits within that second (it checks for
+    SIGTERM only between autoscaler rounds), so every run paid a full second
+    waiting for the SIGKILL it gets anyway. It holds nothing for a local instance,
+    so it gets its SIGKILL first. That uses Ray's process table, which is not a
+    public API: if it is not there, this is a plain ``ray.shutdown()``.
+    """
+    try:
+        from ray._private import ray_constants, worker
+
+        node: Any = worker._global_node
+        if node is not None and node.is_head():
+            for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+                if info.process.poll() is None:
+                    info.process.kill()
+                    info.process.wait(timeout=5)
+    except Exception:  # Ray's internals moved: the plain shutdown
+        pass
+    ray.shutdown()
 
 
 class _FlowActor:
@@ -108,6 +137,7 @@ class RayExecutor:
         self._dispatches: set[asyncio.Task[None]] = set()
         self._solo: Any = None  # a worker for items suspected of killing workers
         self._solo_lock = asyncio.Lock()
+        self._sent = 0
 
     def bind(self, flow: Any) -> None:
         """Set the flow to run (the runner calls this with the batch's flow)."""
@@ -167,50 +197,79 @@ class RayExecutor:
             self._actors = []
             self._solo = None
             if self._owned:
-                ray.shutdown()
+                stop_ray(ray)
                 self._owned = False
+
+    @property
+    def chunks_sent(self) -> int:
+        """How many chunks (calls to a worker) this executor has sent so far."""
+        return self._sent
 
     async def run(self, index: int, item: Any) -> FlowResult:
         """Queue one item; it leaves with the next chunk."""
         future: asyncio.Future[FlowResult] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self.chunk_size * len(self._actors):
+        if len(self._pending) >= self.chunk_size:
             self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush)
+        else:
+            self._schedule()
         return await future
 
+    def _schedule(self) -> None:
+        """Send the partial chunk soon: at once if a worker is idle, else after ``linger``."""
+        if self._timer is not None or not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if 0 in self._busy else self.linger
+        self._timer = loop.call_later(delay, self._flush_partial)
+
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
+        """Send every full chunk waiting, each to the least busy worker."""
+        size = self.chunk_size
+        while len(self._pending) >= size:
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            self._send(chunk, min(range(len(self._busy)), key=self._busy.__getitem__))
+        self._schedule()
+
+    def _flush_partial(self) -> None:
+        """Send what is waiting (less than a chunk) to the workers with room for it.
+
+        A worker has room while it holds fewer than :data:`_DEPTH` chunks (one
+        running, one queued behind it). When every worker is full, the items wait
+        for more to fill a chunk or for a chunk to come back: sending them now would
+        only split the next chunks into ever smaller ones.
+        """
+        self._timer = None
+        room = sorted(
+            (slot for slot, busy in enumerate(self._busy) if busy < _DEPTH),
+            key=self._busy.__getitem__,
+        )
+        if not self._pending or not room:
             return
         pending, self._pending = self._pending, []
-        # Spread what is waiting over the workers: chunks of at most chunk_size, and
-        # smaller ones when there is too little to keep every worker busy.
-        size = min(self.chunk_size, -(-len(pending) // len(self._actors)))
-        for start in range(0, len(pending), size):
-            task = asyncio.create_task(self._dispatch(pending[start : start + size]))
-            self._dispatches.add(task)
-            task.add_done_callback(self._dispatches.discard)
+        size = -(-len(pending) // len(room))  # spread over the workers with room
+        for slot, start in zip(room, range(0, len(pending), size)):
+            self._send(pending[start : start + size], slot)
 
-    async def _call(self, items: list[Any]) -> list[FlowResult]:
-        slot = min(range(len(self._actors)), key=self._busy.__getitem__)
+    def _send(self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]], slot: int) -> None:
         self._busy[slot] += 1
-        try:
-            results: list[FlowResult] = await self._actors[slot].run_chunk.remote(items)
-            return results
-        finally:
-            self._busy[slot] -= 1
+        self._sent += 1
+        task = asyncio.create_task(self._dispatch(chunk, slot))
+        self._dispatches.add(task)
+        task.add_done_callback(self._dispatches.discard)
 
-    async def _dispatch(self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]]) -> None:
+    async def _dispatch(
+        self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]], slot: int
+    ) -> None:
         from pocketbatch.loader import FlowError, FlowResult
 
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
-            results = await self._call([item for item, _ in chunk])
+            try:
+                results = await self._actors[slot].run_chunk.remote([item for item, _ in chunk])
+            finally:
+                self._busy[slot] -= 1
         except died:
             results = []
             for item, _ in chunk:  # the worker died: each item again, truly alone
@@ -223,6 +282,7 @@ class RayExecutor:
         for (_, future), result in zip(chunk, results):
             if not future.done():
                 future.set_result(result)
+        self._schedule()  # the worker has room again for what is waiting
 
     async def _run_alone(self, item: Any) -> FlowResult:
         """Run a suspect item on a worker of its own, one suspect at a time."""

@@ -230,7 +230,9 @@ class BatchManager:
         if self._owns_ray:
             import ray
 
-            ray.shutdown()
+            from pocketbatch.executors.ray import stop_ray
+
+            stop_ray(ray)
 
     def running(self, batch_id: str) -> bool:
         return batch_id in self._tasks

@@ -46,6 +46,7 @@ COUNTED = DATA / "counted.yaml"
 CRASH = DATA / "crash.yaml"
 INFLIGHT = DATA / "inflight.yaml"
 NAP = DATA / "nap.yaml"
+SPIN = DATA / "spin.yaml"
 TIMEOUT = 60  # a subprocess starts its own Ray: a few seconds of that is start-up
 
 
@@ -160,6 +161,31 @@ def test_chunks_go_to_at_most_workers_actors_each_loading_the_flow_once() -> Non
     assert os.getpid() not in pids  # the items ran on the workers, not here
     # Each worker resolved the component once (one flow load), not once per item.
     assert {r.result["loads"] for r in results} == {1}
+
+
+def test_chunks_stay_full_while_the_workers_are_busy() -> None:
+    # 32 in flight = 2 chunks of 8 per worker, and CPU-bound items, so the chunks come
+    # back one at a time. Each frees room for 8 items, and the 8 admitted next leave
+    # as one full chunk: chunks do not split into ever smaller ones (they once did,
+    # down to single items: about 4 times as many Ray calls as needed).
+    flow = load_flow(SPIN)
+    inputs = [{"i": i, "rounds": 20_000} for i in range(240)]
+    executor = RayExecutor(chunk_size=8, workers=2)
+    results = run(evaluate_batch(flow, inputs, max_concurrency=32, executor=executor))
+    assert [r.result for r in results] == [{"i": i} for i in range(240)]
+    assert 240 // 8 <= executor.chunks_sent <= 240 // 8 + 2, executor.chunks_sent
+
+
+def test_a_partial_chunk_leaves_at_once_when_a_worker_is_idle() -> None:
+    # One item in flight at a time: a chunk never fills. Each item leaves alone at
+    # once, not after ``linger`` (a minute here: the timeout catches a wait on it).
+    flow = load_flow(NAP)
+    inputs = [{"i": i} for i in range(5)]
+    executor = RayExecutor(chunk_size=8, workers=2, linger=60.0)
+    batch = evaluate_batch(flow, inputs, max_concurrency=1, executor=executor)
+    results = run(asyncio.wait_for(batch, timeout=30))
+    assert [r.result for r in results] == [{"i": i} for i in range(5)]
+    assert executor.chunks_sent == 5
 
 
 # -- bounded in-flight ------------------------------------------------------------------------

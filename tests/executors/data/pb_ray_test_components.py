@@ -10,7 +10,9 @@ the Ray workers are started by the test's Ray instance, not by the test).
 * ``inflight``: counts the items inside it across processes, in the file
   ``{dir}/count`` under an ``fcntl`` lock, and appends each count it reaches to
   ``{dir}/seen``;
-* ``nap``: sleeps ``sleep_ms`` and returns ``{"i": i}``.
+* ``nap``: sleeps ``sleep_ms`` and returns ``{"i": i}``;
+* ``spin``: ``rounds`` turns of a pure-Python loop (CPU-bound: a chunk's items run
+  one after the other); returns ``{"i": i}``.
 """
 
 from __future__ import annotations
@@ -74,4 +76,11 @@ async def inflight(data: dict[str, Any]) -> dict[str, Any]:
 
 async def nap(data: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(data.get("sleep_ms", 0) / 1000)
+    return {"i": data["i"]}
+
+
+def spin(data: dict[str, Any]) -> dict[str, Any]:
+    acc = 0
+    for turn in range(data.get("rounds", 0)):
+        acc = (acc * 31 + turn) & 0xFFFF
     return {"i": data["i"]}
