@@ -3,12 +3,14 @@
 Commands::
 
     pocketbatch run-batch --flow F --inputs IN.jsonl [--output OUT.jsonl] [--max-concurrent N]
-                          [--resume] [--executor async|process] [--config C] [--var k=v]
+                          [--resume] [--executor async|process|ray|ray://HOST:PORT]
+                          [--workers N] [--chunk-size N] [--config C] [--var k=v]
     pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
     pocketbatch validate F [--config C]
     pocketbatch visualize F [--config C]
     pocketbatch test F [--config C]
-    pocketbatch serve [--host H] [--port P] [--db DB] [--token T] [--config C] ...
+    pocketbatch serve [--host H] [--port P] [--db DB] [--token T] [--config C]
+                      [--executor async|process|ray|ray://HOST:PORT] ...
     pocketbatch submit-batch --url U --flow F --inputs IN.jsonl [--max-concurrent N]
                              [--output OUT.jsonl] [--wait] [--token T]
     pocketbatch get-batch --url U --batch-id ID [--wait] [--output OUT.jsonl] [--token T]

@@ -91,6 +91,9 @@ def parse_line(number: int, raw: bytes) -> Line | InputProblem:
     """
     import orjson
 
+    # Without its line ending, so an error's position is within the line (and the
+    # same whether the line came from a file or from a request body).
+    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -77,6 +77,19 @@ def test_read_inputs_not_json_is_invalid_json_naming_the_line(tmp_path: Path) ->
     assert problem.message.startswith("line 4:"), problem.message
 
 
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""], ids=["lf", "crlf", "last-line"])
+def test_invalid_json_position_is_within_the_line_whatever_its_ending(
+    tmp_path: Path, ending: bytes
+) -> None:
+    # The same message as the server gives for the same line of a request body.
+    path = write(tmp_path / "in.jsonl", b'{"a": 1}\n{"n": 1,' + ending)
+    problem = list(read_inputs(path))[1]
+    assert isinstance(problem, InputProblem)
+    assert problem.message == (
+        "line 2: not valid JSON: unexpected end of data: line 1 column 9 (char 8)"
+    )
+
+
 @pytest.mark.parametrize(
     ("position", "line", "kind"),
     [(2, 5, "array"), (3, 6, "string"), (4, 7, "null")],

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +35,9 @@ ray = pytest.importorskip("ray", reason="the ray executor tests need the [ray] e
 
 pytestmark = pytest.mark.ray
 
-from pocketbatch import load_flow  # noqa: E402
+from pocketbatch import PocketbatchError, load_flow  # noqa: E402
 from pocketbatch.batch import evaluate_batch  # noqa: E402
+from pocketbatch.client import Client  # noqa: E402
 from pocketbatch.core import Event, EventKind  # noqa: E402
 from pocketbatch.executors.ray import RayExecutor  # noqa: E402
 from pocketbatch.loader import FlowResult  # noqa: E402
@@ -310,3 +312,84 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
     got = records(out)
     assert [r["index"] for r in got] == list(range(n))
     assert all(r["outcome"] == "success" and r["result"] == {"i": r["index"]} for r in got)
+
+
+# -- the server on Ray ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def ray_server(tmp_path: Path) -> Iterator[tuple[Client, int]]:
+    """``pocketbatch serve --executor ray`` on a free port: its client and its pid."""
+    pytest.importorskip("fastapi", reason="the server needs the [server] extra")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "pb.db")]
+    args += ["--config", str(DATA / "pocketbatch.yaml"), "--executor", "ray"]
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pocketbatch", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its Ray processes share its process group
+        )
+    client = Client(f"http://127.0.0.1:{port}", timeout=TIMEOUT)
+    try:
+        deadline = time.monotonic() + TIMEOUT  # the server connects to Ray first
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "server.log").read_text())
+            assert time.monotonic() < deadline, "the server did not come up"
+            try:
+                client.list_batches(limit=1)
+                break
+            except PocketbatchError:
+                time.sleep(0.05)
+        yield client, proc.pid
+    finally:
+        client.close()
+        proc.terminate()  # a clean stop: the server shuts down the Ray it started
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=TIMEOUT)
+            raise
+
+
+def test_the_server_runs_batches_on_ray(ray_server: tuple[Client, int], tmp_path: Path) -> None:
+    client, server_pid = ray_server
+    lines: list[Any] = [*mixed_inputs()]
+    lines.insert(2, '{"n": 1,')  # bad JSON: that line's failed record, not a 400
+    lines.insert(9, "[1, 2, 3]")
+    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    # Two batches at once, sharing the server's Ray workers.
+    mixed = client.submit_batch(CHECK, inputs, max_concurrent=8)
+    counted = client.submit_batch(COUNTED, [{"i": i} for i in range(40)], max_concurrent=16)
+
+    # The mixed batch: the records run-batch --executor async writes, byte for byte.
+    out = tmp_path / "async.jsonl"
+    ran = cli(
+        "run-batch", "--flow", CHECK, "--inputs", inputs, "--output", out,
+        "--executor", "async", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr  # some items failed
+    assert client.wait(mixed, poll=0.2)["status"] == "completed"
+    assert list(client.outputs(mixed)) == out.read_bytes().splitlines()
+
+    # The counted batch ran on Ray's workers, each of which loaded the flow once.
+    assert client.wait(counted, poll=0.2)["status"] == "completed"
+    got = [json.loads(line) for line in client.outputs(counted)]
+    assert [r["result"]["i"] for r in got] == list(range(40))
+    pids = {r["result"]["pid"] for r in got}
+    assert server_pid not in pids
+    assert 1 <= len(pids) <= 2
+    assert {r["result"]["loads"] for r in got} == {1}
