@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pocketbatch._errors import LoadError, MissingExtraError
+from pocketbatch._errors import LoadError, MissingExtraError, PocketbatchError
 
 __all__ = ("main",)
 
@@ -557,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except _UsageError as exc:
+        print(f"pocketbatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PocketbatchError as exc:  # e.g. an executor that cannot start
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

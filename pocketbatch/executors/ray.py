@@ -3,7 +3,9 @@
 ``RayExecutor`` sits behind the batch runner's executor seam, so a batch gives the
 same records with ``--executor ray`` as with ``--executor async``. It:
 
-* starts or joins Ray (``ray.init()`` locally, or ``ray://HOST:PORT``);
+* starts or joins Ray (``ray.init()``: the local instance running, else a new one it
+  stops at the end; or a cluster at ``ray://HOST:PORT``, through Ray Client); a Ray
+  it cannot reach raises :class:`~pocketbatch.PocketbatchError` naming the address;
 * creates one actor per worker (default: one per CPU of the cluster), each loading
   the flow **once**, from :attr:`~pocketbatch.LoadedFlow.recipe` (paths made
   absolute; registry callables travel pickled, by value when defined in
@@ -71,6 +73,38 @@ def stop_ray(ray: Any) -> None:
     except Exception:  # Ray's internals moved: the plain shutdown
         pass
     ray.shutdown()
+
+
+def connect_ray(ray: Any, address: str | None) -> bool:
+    """Start or join Ray unless this process is connected already; whether it connected.
+
+    ``address`` is ``None`` (join the local instance running, or start one) or
+    ``"ray://HOST:PORT"``. Raises :class:`~pocketbatch.PocketbatchError` naming the
+    address when Ray cannot be reached.
+    """
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(
+            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
+    except Exception as exc:
+        raise PocketbatchError(_init_failed(address, exc)) from exc
+    return True
+
+
+def _init_failed(address: str | None, exc: BaseException) -> str:
+    """What to say when ``ray.init`` fails."""
+    if address is None:
+        return f"cannot start or join a local Ray instance: {type(exc).__name__}: {exc}"
+    message = f"cannot connect to the Ray cluster at {address}: {type(exc).__name__}: {exc}"
+    if address.startswith("ray://") and isinstance(exc, ConnectionError):
+        message += (
+            " (is its Ray Client server running? If the cluster uses token"
+            " authentication, set RAY_AUTH_MODE=token here, with the token in"
+            " RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        )
+    return message
 
 
 class _FlowActor:
@@ -165,14 +199,7 @@ class RayExecutor:
 
     async def __aenter__(self) -> Self:
         ray = self._ray = _import_ray()
-        if not ray.is_initialized():
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self._owned = True
+        self._owned = connect_ray(ray, self.address)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
         source = self._source()

@@ -126,13 +126,10 @@ class BatchManager:
         if self.executor == "ray" or self.executor.startswith("ray://"):
             # One Ray connection for the server's life: a batch's executor must not
             # shut Ray down under the other batches when it finishes.
-            from pocketbatch.executors.ray import _import_ray
+            from pocketbatch.executors.ray import _import_ray, connect_ray
 
-            ray = _import_ray()
-            if not ray.is_initialized():
-                address = None if self.executor == "ray" else self.executor
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-                self._owns_ray = True
+            address = None if self.executor == "ray" else self.executor
+            self._owns_ray = connect_ray(_import_ray(), address)
         for batch_id in self.store.unfinished():
             self._launch(batch_id)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -393,3 +394,103 @@ def test_the_server_runs_batches_on_ray(ray_server: tuple[Client, int], tmp_path
     assert server_pid not in pids
     assert 1 <= len(pids) <= 2
     assert {r["result"]["loads"] for r in got} == {1}
+
+
+# -- a cluster through Ray Client (ray://) ---------------------------------------------------
+
+
+@pytest.fixture
+def ray_client_address(tmp_path: Path) -> Iterator[str]:
+    """``ray://127.0.0.1:PORT``: a Ray Client server in front of the module's Ray instance."""
+    port = free_port()
+    gcs = ray.get_runtime_context().gcs_address
+    args = ["--address", gcs, "--host", "127.0.0.1", "--port", str(port), "--mode", "legacy"]
+    with open(tmp_path / "client-server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ray.util.client.server", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "client-server.log").read_text())
+            assert time.monotonic() < deadline, "the Ray Client server did not come up"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"ray://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=TIMEOUT)
+
+
+def test_cli_on_a_cluster_through_ray_client_matches_async(
+    ray_client_address: str, tmp_path: Path
+) -> None:
+    lines: list[Any] = [*mixed_inputs()]
+    lines.insert(2, '{"n": 1,')
+    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    outputs = {}
+    for executor in ("async", ray_client_address):
+        out = tmp_path / f"{len(outputs)}.jsonl"
+        ran = cli(
+            "run-batch", "--flow", CHECK, "--inputs", inputs, "--output", out,
+            "--executor", executor, "--chunk-size", "4", "--max-concurrent", "8",
+            "--no-progress", cwd=tmp_path,
+        )  # fmt: skip
+        assert ran.returncode == 1, ran.stderr  # some items failed
+        outputs[executor] = out.read_bytes()
+    assert outputs[ray_client_address] == outputs["async"]
+
+
+def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    # Ray Client retries for about 30 s before it gives up.
+    address = f"ray://127.0.0.1:{free_port()}"  # nothing listens there
+    inputs = write_lines(tmp_path / "in.jsonl", [{"n": 1}])
+    ran = cli(
+        "run-batch", "--flow", CHECK, "--inputs", inputs, "--executor", address,
+        "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 2
+    assert f"pocketbatch: cannot connect to the Ray cluster at {address}: " in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert ran.stdout == ""
+
+
+# -- the README's Ray command ----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_ray_command() -> list[str]:
+    """The README's ``run-batch ... --executor ray`` command on a cookbook batch."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    joined = text.replace("\\\n", " ")
+    for line in joined.splitlines():
+        if not line.startswith("pocketbatch run-batch "):
+            continue
+        words = shlex.split(line.split("#", 1)[0])
+        options = dict(zip(words[2::2], words[3::2], strict=False))  # --option value pairs
+        if options.get("--flow", "").startswith("cookbook/") and options.get("--executor") == "ray":
+            return words
+    raise AssertionError("the README shows no cookbook batch run with --executor ray")
+
+
+def test_the_readmes_cookbook_batch_on_ray_matches_async(tmp_path: Path) -> None:
+    command = readme_ray_command()
+    assert command[:2] == ["pocketbatch", "run-batch"]
+    outputs = {}
+    for executor in ("ray", "async"):
+        args = [*command[1:], "--output", str(tmp_path / f"{executor}.jsonl"), "--no-progress"]
+        if executor == "async":
+            args[args.index("--executor") + 1] = "async"
+        ran = cli(*args, cwd=ROOT)
+        assert ran.returncode in (0, 1), ran.stderr  # 1: the batch has failing orders
+        outputs[executor] = (tmp_path / f"{executor}.jsonl").read_bytes()
+    assert outputs["ray"] == outputs["async"]
+    assert outputs["ray"].count(b"\n") == 20
