@@ -93,6 +93,37 @@ def connect_ray(ray: Any, address: str | None) -> bool:
     return True
 
 
+def _check_shippable(source: Any) -> None:
+    """Raise :class:`~pocketbatch.PocketbatchError` naming what cannot travel to a worker.
+
+    Ray pickles the flow (with cloudpickle) to send it to each worker: a registered
+    component holding a lock, an open file or a connection cannot go.
+    """
+    from ray import cloudpickle
+
+    from pocketbatch.loader import ComponentRegistry, FlowRecipe
+
+    dumps: Any = cloudpickle.dumps
+    registry = source.registry if isinstance(source, FlowRecipe) else None
+    if not isinstance(registry, ComponentRegistry):
+        registry = ComponentRegistry()
+    for path in registry.paths():
+        try:
+            dumps(registry.get(path))
+        except Exception as exc:
+            raise PocketbatchError(
+                f"component {path} cannot be shipped to the Ray workers: "
+                f"{type(exc).__name__}: {exc} (register a function or class the workers "
+                "can import, or an object that pickles)"
+            ) from exc
+    try:
+        dumps(source)
+    except Exception as exc:
+        raise PocketbatchError(
+            f"the flow cannot be shipped to the Ray workers: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _init_failed(address: str | None, exc: BaseException) -> str:
     """What to say when ``ray.init`` fails."""
     if address is None:
@@ -199,10 +230,11 @@ class RayExecutor:
 
     async def __aenter__(self) -> Self:
         ray = self._ray = _import_ray()
+        source = self._source()
+        _check_shippable(source)  # before Ray starts: fail fast, naming the component
         self._owned = connect_ray(ray, self.address)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
-        source = self._source()
         self._actors = [actor.remote(source) for _ in range(count)]
         self._busy = [0] * count
         try:

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,12 +37,12 @@ ray = pytest.importorskip("ray", reason="the ray executor tests need the [ray] e
 
 pytestmark = pytest.mark.ray
 
-from pocketbatch import PocketbatchError, load_flow  # noqa: E402
+from pocketbatch import Flow, Node, PocketbatchError, load_flow  # noqa: E402
 from pocketbatch.batch import evaluate_batch  # noqa: E402
 from pocketbatch.client import Client  # noqa: E402
 from pocketbatch.core import Event, EventKind  # noqa: E402
 from pocketbatch.executors.ray import RayExecutor  # noqa: E402
-from pocketbatch.loader import FlowResult  # noqa: E402
+from pocketbatch.loader import ComponentRegistry, FlowResult  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CHECK = DATA / "check.yaml"  # input_schema {n: integer}; {"fail": true} raises
@@ -225,6 +226,49 @@ def test_max_concurrency_bounds_items_in_flight(tmp_path: Path) -> None:
     assert len(seen) == len(inputs)
     assert max(seen) <= 6, max(seen)
     assert (tmp_path / "count").read_text() == "0"
+
+
+# -- what cannot travel to the workers --------------------------------------------------------
+
+
+class _Holder:
+    """A component holding a lock: it cannot be pickled, hence not shipped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
+def test_a_component_that_cannot_be_shipped_fails_fast_naming_it() -> None:
+    registry = ComponentRegistry()
+    registry.register("/local/ok", lambda data: data)
+    registry.register("/local/holder", _Holder())
+    text = (
+        "steps:\n"
+        "  - {id: a, component: /local/ok, input: {$input: '$'}}\n"
+        "  - {id: b, component: /local/holder, input: {$step: a}}\n"
+        "output: {$step: b}\n"
+    )
+    flow = load_flow(text, registry=registry)
+    assert run(evaluate_batch(flow, [{"n": 1}]))[0].result == {"n": 1}  # fine in-process
+    with pytest.raises(PocketbatchError, match="component /local/holder cannot be shipped") as e:
+        run(evaluate_batch(flow, [{"n": 1}], executor=RayExecutor(chunk_size=2)))
+    assert "cannot pickle '_thread.lock' object" in str(e.value)
+
+
+def test_a_core_flow_that_cannot_be_shipped_fails_fast() -> None:
+    class Locked(Node):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+
+        def exec(self, prep_res: Any) -> Any:
+            return prep_res
+
+    with pytest.raises(PocketbatchError, match="the flow cannot be shipped to the Ray workers"):
+        run(evaluate_batch(Flow(start=Locked()), [{"n": 1}], executor=RayExecutor()))
 
 
 # -- a killed worker --------------------------------------------------------------------------
