@@ -199,7 +199,10 @@ class RayExecutor:
         self._busy: list[int] = []
         self._pending: list[tuple[Any, asyncio.Future[FlowResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._dispatches: set[asyncio.Task[None]] = set()
+        # Each chunk on its way (or at a worker), by the task sending it.
+        self._dispatches: dict[
+            asyncio.Task[None], list[tuple[Any, asyncio.Future[FlowResult]]]
+        ] = {}
         self._solo: Any = None  # a worker for items suspected of killing workers
         self._solo_lock = asyncio.Lock()
         self._sent = 0
@@ -245,8 +248,16 @@ class RayExecutor:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in list(self._dispatches):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, future in self._pending:  # items that never left (the batch was stopped)
+            future.cancel()
+        self._pending = []
+        for task, chunk in list(self._dispatches.items()):
             task.cancel()
+            for _, future in chunk:  # its items' callers stop too, even if it never started
+                future.cancel()
         if self._dispatches:
             await asyncio.gather(*self._dispatches, return_exceptions=True)
         ray = self._ray
@@ -314,34 +325,37 @@ class RayExecutor:
         self._busy[slot] += 1
         self._sent += 1
         task = asyncio.create_task(self._dispatch(chunk, slot))
-        self._dispatches.add(task)
-        task.add_done_callback(self._dispatches.discard)
+        self._dispatches[task] = chunk
+        task.add_done_callback(self._dispatches.pop)
 
     async def _dispatch(
         self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]], slot: int
     ) -> None:
+        results = await self._chunk_results([item for item, _ in chunk], slot)
+        for (_, future), result in zip(chunk, results):
+            if not future.done():
+                future.set_result(result)
+        self._schedule()  # the worker has room again for what is waiting
+
+    async def _chunk_results(self, items: list[Any], slot: int) -> list[FlowResult]:
         from pocketbatch.loader import FlowError, FlowResult
 
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
             try:
-                results = await self._actors[slot].run_chunk.remote([item for item, _ in chunk])
+                results: list[FlowResult] = await self._actors[slot].run_chunk.remote(items)
             finally:
                 self._busy[slot] -= 1
         except died:
-            results = []
-            for item, _ in chunk:  # the worker died: each item again, truly alone
-                results.append(await self._run_alone(item))
+            # The worker died: each item again, truly alone.
+            return [await self._run_alone(item) for item in items]
         except Exception as exc:  # the item or result could not travel
             detail = f"{type(exc).__name__}: {exc}"
-            results = [
-                FlowResult("failed", error=FlowError("COMPONENT_FAILED", detail)) for _ in chunk
+            return [
+                FlowResult("failed", error=FlowError("COMPONENT_FAILED", detail)) for _ in items
             ]
-        for (_, future), result in zip(chunk, results):
-            if not future.done():
-                future.set_result(result)
-        self._schedule()  # the worker has room again for what is waiting
+        return results
 
     async def _run_alone(self, item: Any) -> FlowResult:
         """Run a suspect item on a worker of its own, one suspect at a time."""

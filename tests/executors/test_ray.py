@@ -192,6 +192,27 @@ def test_a_partial_chunk_leaves_at_once_when_a_worker_is_idle() -> None:
     assert executor.chunks_sent == 5
 
 
+def test_closing_cancels_the_items_it_still_holds() -> None:
+    # One worker, full with two chunks of long naps, and one more item waiting for
+    # room: closing the executor (a stopped batch) cancels all nine callers rather
+    # than leaving them waiting forever.
+    async def main() -> tuple[int, list[bool], int]:
+        executor = RayExecutor(load_flow(NAP), chunk_size=4, workers=1, linger=60.0)
+        async with executor:
+            calls = [
+                asyncio.create_task(executor.run(i, {"i": i, "sleep_ms": 60_000})) for i in range(9)
+            ]
+            await asyncio.sleep(0)  # the calls start: two full chunks leave, one item waits
+            sent = executor.chunks_sent
+        _, still_waiting = await asyncio.wait(calls, timeout=TIMEOUT)
+        return sent, [call.cancelled() for call in calls], len(still_waiting)
+
+    sent, cancelled, still_waiting = run(main())
+    assert sent == 2
+    assert still_waiting == 0
+    assert cancelled == [True] * 9
+
+
 # -- bounded in-flight ------------------------------------------------------------------------
 
 
