@@ -11,13 +11,15 @@ same records with ``--executor ray`` as with ``--executor async``. It:
   absolute; registry callables travel pickled, by value when defined in
   ``__main__``); a flow whose components cannot be loaded on a worker fails at
   start, naming the component;
-* sends items in chunks of ``chunk_size`` (Ray's per-call overhead is amortised),
-  each full chunk at once to the least busy actor. A partial chunk leaves at once
-  when an actor is idle, else after ``linger`` seconds, spread over the actors
-  holding fewer than two chunks; when every actor holds two (one running, one
-  queued), it waits for more items or for a chunk to come back, so chunks stay
-  full. Keep ``--max-concurrent`` at least ``chunk_size`` times the workers, or
-  every chunk is a partial one. A chunk's items run concurrently inside the actor;
+* sends items in chunks of up to ``chunk_size`` (Ray's per-call overhead is
+  amortised). The items that arrive together are shared first among idle actors
+  (so a burst smaller than a chunk per actor still keeps every actor busy), then
+  go in full chunks to the least busy actors. A remainder smaller than a chunk
+  waits ``linger`` seconds for more items, then goes to the actors holding fewer
+  than two chunks (one running, one queued); when every actor holds two, it waits
+  for a chunk to come back, so chunks do not shrink. With ``--max-concurrent`` at
+  least ``chunk_size`` times twice the workers, chunks are full and every actor
+  has one queued. A chunk's items run concurrently inside the actor;
 * bounds items in flight through the runner (``--max-concurrent``).
 
 Retry policy when a worker dies (SIGKILL, OOM, a crash): Ray restarts the actor
@@ -199,6 +201,7 @@ class RayExecutor:
         self._busy: list[int] = []
         self._pending: list[tuple[Any, asyncio.Future[FlowResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         # Each chunk on its way (or at a worker), by the task sending it.
         self._dispatches: dict[
             asyncio.Task[None], list[tuple[Any, asyncio.Future[FlowResult]]]
@@ -248,9 +251,10 @@ class RayExecutor:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._soon):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._soon = None
         for _, future in self._pending:  # items that never left (the batch was stopped)
             future.cancel()
         self._pending = []
@@ -277,29 +281,35 @@ class RayExecutor:
 
     async def run(self, index: int, item: Any) -> FlowResult:
         """Queue one item; it leaves with the next chunk."""
-        future: asyncio.Future[FlowResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[FlowResult] = loop.create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self.chunk_size:
-            self._flush()
-        else:
-            self._schedule()
+        if self._soon is None:  # once the items arriving in this turn of the loop are in
+            self._soon = loop.call_soon(self._distribute)
         return await future
 
-    def _schedule(self) -> None:
-        """Send the partial chunk soon: at once if a worker is idle, else after ``linger``."""
-        if self._timer is not None or not self._pending:
-            return
-        loop = asyncio.get_running_loop()
-        delay = 0.0 if 0 in self._busy else self.linger
-        self._timer = loop.call_later(delay, self._flush_partial)
+    def _distribute(self) -> None:
+        """Send what is waiting: to idle workers first, then in full chunks.
 
-    def _flush(self) -> None:
-        """Send every full chunk waiting, each to the least busy worker."""
-        size = self.chunk_size
-        while len(self._pending) >= size:
-            chunk, self._pending = self._pending[:size], self._pending[size:]
-            self._send(chunk, min(range(len(self._busy)), key=self._busy.__getitem__))
-        self._schedule()
+        Idle workers share what is waiting (in chunks of at most ``chunk_size``), so
+        a burst of items smaller than a chunk per worker still keeps every worker
+        busy. Then full chunks go to the least busy workers. What is left, less than
+        a chunk, waits ``linger`` for more items (see :meth:`_flush_partial`).
+        """
+        self._soon = None
+        pending, size = self._pending, self.chunk_size
+        idle = [slot for slot, busy in enumerate(self._busy) if busy == 0]
+        if idle and pending:
+            share = min(size, -(-len(pending) // len(idle)))
+            for slot in idle[: -(-len(pending) // share)]:
+                self._send(pending[:share], slot)
+                pending = pending[share:]
+        while len(pending) >= size:
+            self._send(pending[:size], min(range(len(self._busy)), key=self._busy.__getitem__))
+            pending = pending[size:]
+        self._pending = pending
+        if pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush_partial)
 
     def _flush_partial(self) -> None:
         """Send what is waiting (less than a chunk) to the workers with room for it.
@@ -335,7 +345,8 @@ class RayExecutor:
         for (_, future), result in zip(chunk, results):
             if not future.done():
                 future.set_result(result)
-        self._schedule()  # the worker has room again for what is waiting
+        if self._soon is None:  # the worker has room again: for the items these free
+            self._soon = asyncio.get_running_loop().call_soon(self._distribute)
 
     async def _chunk_results(self, items: list[Any], slot: int) -> list[FlowResult]:
         from pocketbatch.loader import FlowError, FlowResult

@@ -180,6 +180,21 @@ def test_chunks_stay_full_while_the_workers_are_busy() -> None:
     assert 240 // 8 <= executor.chunks_sent <= 240 // 8 + 2, executor.chunks_sent
 
 
+def test_a_burst_smaller_than_a_chunk_per_worker_is_shared_among_idle_workers() -> None:
+    # run-batch's defaults: 16 in flight, chunks of 16, here 2 workers. The 16 items
+    # arriving together go 8 and 8 to the two idle workers, not 16 to one of them.
+    flow = load_flow(COUNTED)
+    executor = RayExecutor(chunk_size=16, workers=2)
+    inputs = [{"i": i} for i in range(16)]
+    results = run(evaluate_batch(flow, inputs, max_concurrency=16, executor=executor))
+    assert [r.result["i"] for r in results] == list(range(16))
+    assert executor.chunks_sent == 2
+    pids = [r.result["pid"] for r in results]
+    assert len(set(pids)) == 2
+    assert pids[:8] == [pids[0]] * 8
+    assert pids[8:] == [pids[8]] * 8
+
+
 def test_a_partial_chunk_leaves_at_once_when_a_worker_is_idle() -> None:
     # One item in flight at a time: a chunk never fills. Each item leaves alone at
     # once, not after ``linger`` (a minute here: the timeout catches a wait on it).
@@ -202,8 +217,9 @@ def test_closing_cancels_the_items_it_still_holds() -> None:
             calls = [
                 asyncio.create_task(executor.run(i, {"i": i, "sleep_ms": 60_000})) for i in range(9)
             ]
-            await asyncio.sleep(0)  # the calls start: two full chunks leave, one item waits
-            sent = executor.chunks_sent
+            for _ in range(100):  # a few turns of the loop: two full chunks leave
+                await asyncio.sleep(0)
+            sent = executor.chunks_sent  # and the ninth item waits for room
         _, still_waiting = await asyncio.wait(calls, timeout=TIMEOUT)
         return sent, [call.cancelled() for call in calls], len(still_waiting)
 
