@@ -50,6 +50,7 @@ COUNTED = DATA / "counted.yaml"
 CRASH = DATA / "crash.yaml"
 INFLIGHT = DATA / "inflight.yaml"
 NAP = DATA / "nap.yaml"
+VICTIM = DATA / "victim.yaml"
 SPIN = DATA / "spin.yaml"
 TIMEOUT = 60  # a subprocess starts its own Ray: a few seconds of that is start-up
 
@@ -340,6 +341,36 @@ def test_an_item_that_kills_its_only_worker_fails_alone() -> None:
     )
     failed = [i for i, r in enumerate(results) if r.outcome != "success"]
     assert failed == [bad], [as_tuple(results[i]) for i in failed]
+
+
+def test_a_worker_sigkilled_mid_batch_loses_no_item(tmp_path: Path) -> None:
+    # A worker process killed from outside (SIGKILL: the OOM killer, an operator)
+    # while it holds a chunk: its items run again, alone, on another worker, and as
+    # none of them caused the death, every item succeeds.
+    flow = load_flow(VICTIM)
+    inputs = [{"i": i, "dir": str(tmp_path), "sleep_ms": 300} for i in range(24)]
+    target = tmp_path / "pid-9"
+
+    async def main() -> list[FlowResult]:
+        executor = RayExecutor(chunk_size=4, workers=2)
+        batch = asyncio.ensure_future(
+            evaluate_batch(flow, inputs, max_concurrency=8, executor=executor)
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while not target.exists():  # item 9 is running: its worker holds it
+            assert not batch.done(), batch.result()
+            assert time.monotonic() < deadline, "item 9 never started"
+            await asyncio.sleep(0.01)
+        killed = int(target.read_text())
+        os.kill(killed, signal.SIGKILL)
+        results = await batch
+        assert results[9].ok, as_tuple(results[9])
+        assert results[9].result["pid"] != killed  # it ran again, elsewhere
+        return results
+
+    results = run(main())
+    assert [as_tuple(r) for r in results if not r.ok] == []
+    assert [r.result["i"] for r in results] == list(range(24))
 
 
 # -- resume after a SIGKILL of the driver ------------------------------------------------------

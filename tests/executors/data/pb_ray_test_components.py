@@ -11,6 +11,8 @@ the Ray workers are started by the test's Ray instance, not by the test).
   ``{dir}/count`` under an ``fcntl`` lock, and appends each count it reaches to
   ``{dir}/seen``;
 * ``nap``: sleeps ``sleep_ms`` and returns ``{"i": i}``;
+* ``victim``: writes its pid to ``{dir}/pid-{i}``, naps ``sleep_ms``, and returns
+  ``{"i", "pid"}``: a test SIGKILLs that pid from outside;
 * ``spin``: ``rounds`` turns of a pure-Python loop (CPU-bound: a chunk's items run
   one after the other); returns ``{"i": i}``.
 """
@@ -84,3 +86,10 @@ def spin(data: dict[str, Any]) -> dict[str, Any]:
     for turn in range(data.get("rounds", 0)):
         acc = (acc * 31 + turn) & 0xFFFF
     return {"i": data["i"]}
+
+
+async def victim(data: dict[str, Any]) -> dict[str, Any]:
+    """Note this process's pid in ``{dir}/pid-{i}``, then nap: for a test to SIGKILL."""
+    (Path(data["dir"]) / f"pid-{data['i']}").write_text(str(os.getpid()))
+    await asyncio.sleep(data.get("sleep_ms", 0) / 1000)
+    return {"i": data["i"], "pid": os.getpid()}
