@@ -4,7 +4,8 @@ Commands::
 
     pocketbatch run-batch --flow F --inputs IN.jsonl [--output OUT.jsonl] [--max-concurrent N]
                           [--resume] [--executor async|process|ray|ray://HOST:PORT]
-                          [--workers N] [--chunk-size N] [--config C] [--var k=v]
+                          [--workers N] [--chunk-size N] [--ray-working-dir DIR]
+                          [--config C] [--var k=v]
     pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
     pocketbatch validate F [--config C]
     pocketbatch visualize F [--config C]
@@ -111,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="items per call to a Ray worker (default 16)",
+    )
+    batch.add_argument(
+        "--ray-working-dir",
+        metavar="DIR",
+        help="with --executor ray: ship DIR to the Ray workers (Ray's runtime_env "
+        "working_dir); the flow, config and /python/ modules inside it are read from "
+        "the workers' copy",
     )
     batch.add_argument(
         "--workers", type=_positive, metavar="N", help="processes for --executor process"
@@ -337,6 +345,19 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.resolve() == inputs.resolve():
         raise _UsageError("--output must not be the --inputs file")
+    executor: Any = args.executor
+    if args.ray_working_dir is not None:
+        if not (executor == "ray" or executor.startswith("ray://")):
+            raise _UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT")
+        if not Path(args.ray_working_dir).is_dir():
+            raise _UsageError(f"--ray-working-dir {args.ray_working_dir}: no such directory")
+        from pocketbatch.executors.ray import RayExecutor
+
+        executor = RayExecutor(
+            address=None if executor == "ray" else executor,
+            chunk_size=args.chunk_size or 16,
+            runtime_env={"working_dir": args.ray_working_dir},
+        )
     flow = _load(args)
     try:
         return run_batch_command(
@@ -345,7 +366,7 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
             output,
             max_concurrent=args.max_concurrent,
             resume=args.resume,
-            executor=args.executor,
+            executor=executor,
             workers=args.workers,
             progress=not args.no_progress,
             chunk_size=args.chunk_size,

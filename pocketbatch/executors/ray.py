@@ -31,6 +31,8 @@ with ``WORKER_CRASHED``. Nothing else in the batch is affected.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -77,18 +79,23 @@ def stop_ray(ray: Any) -> None:
     ray.shutdown()
 
 
-def connect_ray(ray: Any, address: str | None) -> bool:
+def connect_ray(ray: Any, address: str | None, runtime_env: Any = None) -> bool:
     """Start or join Ray unless this process is connected already; whether it connected.
 
     ``address`` is ``None`` (join the local instance running, or start one) or
-    ``"ray://HOST:PORT"``. Raises :class:`~pocketbatch.PocketbatchError` naming the
-    address when Ray cannot be reached.
+    ``"ray://HOST:PORT"``; ``runtime_env`` is the job's (Ray ships a local
+    ``working_dir`` only this way). Raises :class:`~pocketbatch.PocketbatchError`
+    naming the address when Ray cannot be reached.
     """
     if ray.is_initialized():
         return False
     try:
         ray.init(
-            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
+            address=address,
+            runtime_env=runtime_env,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
         )
     except Exception as exc:
         raise PocketbatchError(_init_failed(address, exc)) from exc
@@ -172,6 +179,12 @@ class RayExecutor:
         chunk_size: items per call to a worker.
         workers: actors to start (default: the cluster's CPUs).
         linger: seconds a partial chunk waits for more items before it leaves.
+        runtime_env: Ray's ``runtime_env`` for the batch's Ray job, e.g.
+            ``{"working_dir": "flows/"}`` to ship a folder to every node: a flow
+            file, config and ``/python/`` modules inside that folder are then read
+            from the workers' copy, so the nodes need not share a filesystem. Ray
+            takes it only when connecting: the executor must start or join Ray
+            itself (this process not connected yet).
 
     Example:
         >>> from pocketbatch.executors.ray import RayExecutor
@@ -187,9 +200,16 @@ class RayExecutor:
         chunk_size: int = 16,
         workers: int | None = None,
         linger: float = 0.002,
+        runtime_env: Mapping[str, Any] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.runtime_env = dict(runtime_env) if runtime_env else None
+        self._shipped: Path | None = None  # a local working_dir, which Ray uploads
+        working_dir = (runtime_env or {}).get("working_dir")
+        if isinstance(working_dir, str | PathLike) and "://" not in str(working_dir):
+            self._shipped = Path(working_dir).resolve()  # resolved here, where it exists
+            self.runtime_env = {**(self.runtime_env or {}), "working_dir": str(self._shipped)}
         self.address = address
         self.chunk_size = chunk_size
         self.workers = workers
@@ -230,15 +250,29 @@ class RayExecutor:
             raise ValueError("the ray executor needs a flow from pocketbatch.load_flow")
         source = recipe.source
         if "\n" not in source and not source.lstrip().startswith("{"):
-            source = str(Path(source).resolve())  # workers may not share our cwd
-        config = str(Path(recipe.config).resolve()) if recipe.config else None
+            source = self._worker_path(source)
+        config = self._worker_path(recipe.config) if recipe.config else None
         return replace(recipe, source=source, config=config)
+
+    def _worker_path(self, path: str | PathLike[str]) -> str:
+        """Where a worker finds this file: inside a shipped ``working_dir``, relative to
+        it (the workers run in their copy of it); else absolute (the workers may not
+        share our current directory)."""
+        absolute = Path(path).resolve()
+        if self._shipped is not None and absolute.is_relative_to(self._shipped):
+            return absolute.relative_to(self._shipped).as_posix()
+        return str(absolute)
 
     async def __aenter__(self) -> Self:
         ray = self._ray = _import_ray()
         source = self._source()
         _check_shippable(source)  # before Ray starts: fail fast, naming the component
-        self._owned = connect_ray(ray, self.address)
+        if self.runtime_env and ray.is_initialized():
+            raise PocketbatchError(
+                "RayExecutor(runtime_env=...) must start or join Ray itself, and this "
+                "process is connected already: pass runtime_env to your ray.init() instead"
+            )
+        self._owned = connect_ray(ray, self.address, self.runtime_env)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
         self._actors = [actor.remote(source) for _ in range(count)]

@@ -309,6 +309,56 @@ def test_a_core_flow_that_cannot_be_shipped_fails_fast() -> None:
         run(evaluate_batch(Flow(start=Locked()), [{"n": 1}], executor=RayExecutor()))
 
 
+# -- shipping a folder with runtime_env -------------------------------------------------------
+
+
+def test_a_shipped_working_dir_is_what_the_workers_read(tmp_path: Path) -> None:
+    # run-batch --ray-working-dir: the flow file and its /python/ module travel in
+    # Ray's runtime_env working_dir, and the workers import the module from their
+    # copy, not from this folder (as on a cluster whose nodes share no filesystem).
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "shipmod.py").write_text(
+        "def where(data):\n    return {'i': data['i'], 'file': __file__}\n", encoding="utf-8"
+    )
+    (shipped / "flow.yaml").write_text(
+        "steps:\n"
+        "  - {id: w, component: /python/shipmod.where, input: {$input: '$'}}\n"
+        "output: {$step: w}\n",
+        encoding="utf-8",
+    )
+    inputs = write_lines(tmp_path / "in.jsonl", ({"i": i} for i in range(6)))
+    out = tmp_path / "out.jsonl"
+    ran = cli(
+        "run-batch", "--flow", "shipped/flow.yaml", "--inputs", inputs, "--output", out,
+        "--executor", "ray", "--ray-working-dir", "shipped", "--chunk-size", "2",
+        "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    got = records(out)
+    assert [r["result"]["i"] for r in got] == list(range(6))
+    files = {Path(r["result"]["file"]) for r in got}
+    assert {f.name for f in files} == {"shipmod.py"}
+    assert not any(f.is_relative_to(shipped) for f in files), files
+
+
+def test_runtime_env_needs_the_executor_to_connect_to_ray() -> None:
+    # Ray takes a job's runtime_env only when connecting; this process is connected.
+    executor = RayExecutor(load_flow(NAP), runtime_env={"env_vars": {"A": "1"}})
+    with pytest.raises(PocketbatchError, match=r"pass runtime_env to your ray\.init"):
+        run(evaluate_batch(load_flow(NAP), [{"i": 1}], executor=executor))
+
+
+def test_ray_working_dir_needs_the_ray_executor(tmp_path: Path) -> None:
+    inputs = write_lines(tmp_path / "in.jsonl", [{"i": 1}])
+    ran = cli(
+        "run-batch", "--flow", NAP, "--inputs", inputs, "--ray-working-dir", tmp_path,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 2
+    assert "--ray-working-dir needs --executor ray" in ran.stderr
+
+
 # -- a killed worker --------------------------------------------------------------------------
 
 
