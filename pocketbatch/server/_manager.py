@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ("BatchManager",)
 
+_FLUSH_AFTER = 0.05  # seconds a finished record may wait for others to share its write
+
 
 class _Indexed:
     """A stored input: its index in the batch and its parsed line."""
@@ -163,6 +165,7 @@ class BatchManager:
         assert row is not None
         pending: list[tuple[str, int, bool, bytes]] = []
         writes: list[Any] = []
+        flush_later: asyncio.TimerHandle | None = None
         status = "completed"
         try:
             flow = self.load(row.flow)
@@ -174,6 +177,20 @@ class BatchManager:
             )
             import orjson
 
+            def flush() -> None:
+                # Records go to the store in groups (fewer transactions), and at the
+                # latest _FLUSH_AFTER seconds after the first of a group: slow items
+                # show their progress and outputs soon, not when 64 have gathered.
+                nonlocal pending, flush_later
+                if flush_later is not None:
+                    flush_later.cancel()
+                    flush_later = None
+                if pending:
+                    # (writes done and fine need no more watching: keep the list short)
+                    writes[:] = [w for w in writes if not w.done() or w.exception()]
+                    writes.append(self.store.add_outputs_nowait(pending))
+                    pending = []
+
             async with executor:
                 workers = min(row.max_concurrent, self.max_concurrent)  # no idle waiters
                 async for ordinal, result in stream_results(
@@ -183,8 +200,10 @@ class BatchManager:
                     data = orjson.dumps(record(index, result))
                     pending.append((batch_id, index, result.ok, data))
                     if len(pending) >= 64:
-                        writes.append(self.store.add_outputs_nowait(pending))
-                        pending = []
+                        flush()
+                    elif flush_later is None:
+                        loop = asyncio.get_running_loop()
+                        flush_later = loop.call_later(_FLUSH_AFTER, flush)
         except asyncio.CancelledError:
             status = "running" if self._closing else "cancelled"
         except Exception as exc:  # the flow no longer loads, or a bug: fail the batch
@@ -193,6 +212,8 @@ class BatchManager:
 
             print(f"pocketbatch serve: batch {batch_id} failed: {exc!r}", file=sys.stderr)
         finally:
+            if flush_later is not None:
+                flush_later.cancel()
             if pending:
                 writes.append(self.store.add_outputs_nowait(pending))
             for write in writes:

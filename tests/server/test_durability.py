@@ -187,6 +187,23 @@ def test_finished_items_never_run_again(servers: Callable[..., Server], tmp_path
     assert ran == set(range(N))
 
 
+def test_a_slow_batch_shows_its_records_as_they_come(servers: Callable[..., Server]) -> None:
+    # Records reach the store in groups of up to 64, but a group does not wait long
+    # for company: with slow items, progress and outputs show up item by item.
+    server = servers()
+    r = server.client.post(
+        "/batches",
+        json={"flow": NAP, "inputs": [{"i": i, "ms": 300} for i in range(10)], "max_concurrent": 1},
+    )
+    assert r.status_code == 201, r.text
+    batch_id = r.json()["batch_id"]
+    server.wait_done(batch_id, at_least=1)
+    batch = server.batch(batch_id)
+    assert batch["status"] == "running"
+    assert 1 <= batch["done"] < 10
+    assert len(server.outputs(batch_id, wait=False)) >= 1
+
+
 def test_a_batch_accepted_is_never_lost(servers: Callable[..., Server]) -> None:
     server = servers()
     batch_id = submit(server, SLEEP, N)
