@@ -150,7 +150,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="async|process|ray|ray://HOST:PORT",
         help="where items run: the server's event loop (async), a process pool per batch, or Ray",
     )
-    serve.add_argument("--workers", type=_positive, metavar="N", help="processes per batch")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="processes per batch (process), or Ray actors all batches share "
+        "(ray; default: one per CPU of the cluster)",
+    )
     serve.add_argument(
         "--max-concurrent",
         type=_positive,

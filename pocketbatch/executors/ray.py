@@ -8,9 +8,11 @@ same records with ``--executor ray`` as with ``--executor async``. It:
   it cannot reach raises :class:`~pocketbatch.PocketbatchError` naming the address;
 * creates one actor per worker (default: one per CPU of the cluster), each loading
   the flow **once**, from :attr:`~pocketbatch.LoadedFlow.recipe` (paths made
-  absolute; registry callables travel pickled, by value when defined in
-  ``__main__``); a flow whose components cannot be loaded on a worker fails at
-  start, naming the component;
+  absolute, or relative to a shipped ``working_dir``; registry callables travel
+  pickled, by value when defined in ``__main__``); a component that cannot be
+  pickled, or a flow that cannot be loaded on a worker, fails at start, naming
+  it. Several executors can share one :class:`RayPool` of actors (the server's
+  batches do), each actor then holding each executor's flow;
 * sends items in chunks of up to ``chunk_size`` (Ray's per-call overhead is
   amortised). The items that arrive together are shared first among idle actors
   (so a burst smaller than a chunk per actor still keeps every actor busy), then
@@ -31,7 +33,7 @@ with ``WORKER_CRASHED``. Nothing else in the batch is affected.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -41,7 +43,9 @@ from pocketbatch._errors import MissingExtraError, PocketbatchError
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult
 
-__all__ = ("RayExecutor",)
+__all__ = ("RayExecutor", "RayPool")
+
+_FLOWS_KEPT = 32  # flows an actor keeps loaded (the server's batches each bring one)
 
 _DEPTH = 2  # chunks a worker holds at once: one running, one queued behind it
 
@@ -148,24 +152,117 @@ def _init_failed(address: str | None, exc: BaseException) -> str:
 
 
 class _FlowActor:
-    """A Ray actor holding one loaded flow; runs chunks of items."""
+    """A Ray actor: loads each flow it is given once (by key), and runs chunks of items."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._runners: OrderedDict[str, Any] = OrderedDict()
+        self._loop = asyncio.new_event_loop()
+
+    def load(self, key: str, source: Any) -> bool:
+        self._runner(key, lambda: source)
+        return True
+
+    def forget(self, key: str) -> None:
+        self._runners.pop(key, None)
+
+    def run_chunk(self, key: str, box: list[Any], items: list[Any]) -> list[FlowResult]:
+        # ``box`` holds the flow's ObjectRef, fetched only by a worker that lacks the
+        # flow (one restarted after a crash): boxed, Ray does not send it each call.
+        def fetch() -> Any:
+            import ray
+
+            return ray.get(box[0])
+
+        run = self._runner(key, fetch)
+
+        async def all_items() -> list[FlowResult]:
+            return list(await asyncio.gather(*(run(item) for item in items)))
+
+        return self._loop.run_until_complete(all_items())
+
+    def _runner(self, key: str, source: Callable[[], Any]) -> Any:
+        runner = self._runners.get(key)
+        if runner is not None:
+            self._runners.move_to_end(key)
+            return runner
         from pocketbatch.batch._executors import flow_runner
         from pocketbatch.loader import FlowRecipe
 
-        flow = source.load() if isinstance(source, FlowRecipe) else source
-        self._run = flow_runner(flow)
-        self._loop = asyncio.new_event_loop()
+        flow = source()
+        runner = self._runners[key] = flow_runner(
+            flow.load() if isinstance(flow, FlowRecipe) else flow
+        )
+        while len(self._runners) > _FLOWS_KEPT:
+            self._runners.popitem(last=False)
+        return runner
 
-    def ready(self) -> bool:
-        return True
 
-    def run_chunk(self, items: list[Any]) -> list[FlowResult]:
-        async def all_items() -> list[FlowResult]:
-            return list(await asyncio.gather(*(self._run(item) for item in items)))
+class RayPool:
+    """Ray actors that several :class:`RayExecutor` share (``pocketbatch serve``'s batches).
 
-        return self._loop.run_until_complete(all_items())
+    One actor per worker, each reserving one CPU; each loads every flow it is given
+    once, and keeps the last 32. Executors sharing a pool see each other's load, so
+    concurrent batches interleave on the same workers instead of each batch waiting
+    for CPUs the others hold. Make it once Ray is connected, in the event loop that
+    will use it; :meth:`kill` it at the end.
+
+    Example:
+        >>> pool = RayPool(workers=4)  # doctest: +SKIP
+        >>> executor = RayExecutor(flow, pool=pool, chunk_size=32)  # doctest: +SKIP
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        ray = self._ray = _import_ray()
+        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
+        self.actors: list[Any] = [actor.remote() for _ in range(count)]
+        self.busy = [0] * count  # chunks each actor holds
+        self._solo: Any = None  # an actor for items suspected of killing workers
+        self._solo_lock = asyncio.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` each time a chunk comes back (a worker has room again)."""
+        self._listeners.append(wake)
+
+    def unlisten(self, wake: Callable[[], None]) -> None:
+        self._listeners.remove(wake)
+
+    def returned(self) -> None:
+        for wake in list(self._listeners):
+            wake()
+
+    async def load(self, key: str, ref: Any) -> None:
+        """Load a flow (``ref``: its recipe in Ray's object store) on every actor."""
+        await asyncio.gather(*(actor.load.remote(key, ref) for actor in self.actors))
+
+    def forget(self, key: str) -> None:
+        for actor in [*self.actors, *([self._solo] if self._solo is not None else [])]:
+            actor.forget.remote(key)
+
+    async def run_alone(self, key: str, ref: Any, item: Any) -> FlowResult:
+        """Run a suspect item on an actor of its own, one suspect at a time."""
+        from pocketbatch.loader import FlowError, FlowResult
+
+        ray = self._ray
+        died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
+        async with self._solo_lock:
+            if self._solo is None:
+                self._solo = ray.remote(num_cpus=0, max_restarts=-1)(_FlowActor).remote()
+            try:
+                results: list[FlowResult] = await self._solo.run_chunk.remote(key, [ref], [item])
+                return results[0]
+            except died:
+                message = "the Ray worker running this item died (the item was run alone)"
+                return FlowResult("failed", error=FlowError("WORKER_CRASHED", message))
+
+    def kill(self) -> None:
+        """Stop the actors."""
+        for actor in [*self.actors, *([self._solo] if self._solo is not None else [])]:
+            self._ray.kill(actor)
+        self.actors, self.busy, self._solo = [], [], None
 
 
 class RayExecutor:
@@ -185,6 +282,9 @@ class RayExecutor:
             from the workers' copy, so the nodes need not share a filesystem. Ray
             takes it only when connecting: the executor must start or join Ray
             itself (this process not connected yet).
+        pool: run on these actors, shared with other executors (Ray connected
+            already); without it, the executor starts its own and stops them at
+            the end.
 
     Example:
         >>> from pocketbatch.executors.ray import RayExecutor
@@ -201,6 +301,7 @@ class RayExecutor:
         workers: int | None = None,
         linger: float = 0.002,
         runtime_env: Mapping[str, Any] | None = None,
+        pool: RayPool | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -217,8 +318,10 @@ class RayExecutor:
         self._flow = flow
         self._ray: Any = None
         self._owned = False
-        self._actors: list[Any] = []
-        self._busy: list[int] = []
+        self._shared = pool
+        self._pool: RayPool | None = None
+        self._key = ""
+        self._ref: Any = None
         self._pending: list[tuple[Any, asyncio.Future[FlowResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
@@ -226,8 +329,6 @@ class RayExecutor:
         self._dispatches: dict[
             asyncio.Task[None], list[tuple[Any, asyncio.Future[FlowResult]]]
         ] = {}
-        self._solo: Any = None  # a worker for items suspected of killing workers
-        self._solo_lock = asyncio.Lock()
         self._sent = 0
 
     def bind(self, flow: Any) -> None:
@@ -264,21 +365,25 @@ class RayExecutor:
         return str(absolute)
 
     async def __aenter__(self) -> Self:
+        from uuid import uuid4
+
         ray = self._ray = _import_ray()
         source = self._source()
         _check_shippable(source)  # before Ray starts: fail fast, naming the component
-        if self.runtime_env and ray.is_initialized():
-            raise PocketbatchError(
-                "RayExecutor(runtime_env=...) must start or join Ray itself, and this "
-                "process is connected already: pass runtime_env to your ray.init() instead"
-            )
-        self._owned = connect_ray(ray, self.address, self.runtime_env)
-        count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
-        self._actors = [actor.remote(source) for _ in range(count)]
-        self._busy = [0] * count
+        if self._shared is not None:
+            self._pool = self._shared
+        else:
+            if self.runtime_env and ray.is_initialized():
+                raise PocketbatchError(
+                    "RayExecutor(runtime_env=...) must start or join Ray itself, and this "
+                    "process is connected already: pass runtime_env to your ray.init() instead"
+                )
+            self._owned = connect_ray(ray, self.address, self.runtime_env)
+            self._pool = RayPool(self.workers)
+        self._key, self._ref = uuid4().hex, ray.put(source)
+        self._pool.listen(self._wake)
         try:
-            await asyncio.gather(*(a.ready.remote() for a in self._actors))
+            await self._pool.load(self._key, self._ref)
         except Exception as exc:
             await self.__aexit__(None, None, None)
             raise PocketbatchError(f"the flow cannot be loaded on the Ray workers: {exc}") from exc
@@ -298,15 +403,17 @@ class RayExecutor:
                 future.cancel()
         if self._dispatches:
             await asyncio.gather(*self._dispatches, return_exceptions=True)
-        ray = self._ray
-        if ray is not None:
-            for actor in [*self._actors, *([self._solo] if self._solo is not None else [])]:
-                ray.kill(actor)
-            self._actors = []
-            self._solo = None
-            if self._owned:
-                stop_ray(ray)
-                self._owned = False
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.unlisten(self._wake)
+            if pool is self._shared:
+                pool.forget(self._key)
+            else:
+                pool.kill()
+        self._ref = None
+        if self._owned:
+            stop_ray(self._ray)
+            self._owned = False
 
     @property
     def chunks_sent(self) -> int:
@@ -318,8 +425,7 @@ class RayExecutor:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[FlowResult] = loop.create_future()
         self._pending.append((item, future))
-        if self._soon is None:  # once the items arriving in this turn of the loop are in
-            self._soon = loop.call_soon(self._distribute)
+        self._wake()  # once the items arriving in this turn of the loop are in
         return await future
 
     def _distribute(self) -> None:
@@ -331,15 +437,18 @@ class RayExecutor:
         a chunk, waits ``linger`` for more items (see :meth:`_flush_partial`).
         """
         self._soon = None
+        if self._pool is None:  # closed
+            return
+        loads = self._pool.busy
         pending, size = self._pending, self.chunk_size
-        idle = [slot for slot, busy in enumerate(self._busy) if busy == 0]
+        idle = [slot for slot, busy in enumerate(loads) if busy == 0]
         if idle and pending:
             share = min(size, -(-len(pending) // len(idle)))
             for slot in idle[: -(-len(pending) // share)]:
                 self._send(pending[:share], slot)
                 pending = pending[share:]
         while len(pending) >= size:
-            self._send(pending[:size], min(range(len(self._busy)), key=self._busy.__getitem__))
+            self._send(pending[:size], min(range(len(loads)), key=loads.__getitem__))
             pending = pending[size:]
         self._pending = pending
         if pending and self._timer is None:
@@ -354,9 +463,11 @@ class RayExecutor:
         only split the next chunks into ever smaller ones.
         """
         self._timer = None
+        if self._pool is None:  # closed
+            return
+        loads = self._pool.busy
         room = sorted(
-            (slot for slot, busy in enumerate(self._busy) if busy < _DEPTH),
-            key=self._busy.__getitem__,
+            (slot for slot, busy in enumerate(loads) if busy < _DEPTH), key=loads.__getitem__
         )
         if not self._pending or not room:
             return
@@ -366,7 +477,8 @@ class RayExecutor:
             self._send(pending[start : start + size], slot)
 
     def _send(self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]], slot: int) -> None:
-        self._busy[slot] += 1
+        assert self._pool is not None
+        self._pool.busy[slot] += 1
         self._sent += 1
         task = asyncio.create_task(self._dispatch(chunk, slot))
         self._dispatches[task] = chunk
@@ -375,49 +487,39 @@ class RayExecutor:
     async def _dispatch(
         self, chunk: list[tuple[Any, asyncio.Future[FlowResult]]], slot: int
     ) -> None:
-        results = await self._chunk_results([item for item, _ in chunk], slot)
+        pool = self._pool
+        assert pool is not None
+        results = await self._chunk_results(pool, [item for item, _ in chunk], slot)
         for (_, future), result in zip(chunk, results):
             if not future.done():
                 future.set_result(result)
-        if self._soon is None:  # the worker has room again: for the items these free
+        pool.returned()  # the worker has room again: for every executor sharing it
+
+    def _wake(self) -> None:
+        """Look again at what is waiting, once this turn of the event loop is over."""
+        if self._soon is None and self._pool is not None:
             self._soon = asyncio.get_running_loop().call_soon(self._distribute)
 
-    async def _chunk_results(self, items: list[Any], slot: int) -> list[FlowResult]:
+    async def _chunk_results(self, pool: RayPool, items: list[Any], slot: int) -> list[FlowResult]:
         from pocketbatch.loader import FlowError, FlowResult
 
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
             try:
-                results: list[FlowResult] = await self._actors[slot].run_chunk.remote(items)
+                call = pool.actors[slot].run_chunk.remote(self._key, [self._ref], items)
+                results: list[FlowResult] = await call
             finally:
-                self._busy[slot] -= 1
+                pool.busy[slot] -= 1
         except died:
             # The worker died: each item again, truly alone.
-            return [await self._run_alone(item) for item in items]
+            return [await pool.run_alone(self._key, self._ref, item) for item in items]
         except Exception as exc:  # the item or result could not travel
             detail = f"{type(exc).__name__}: {exc}"
             return [
                 FlowResult("failed", error=FlowError("COMPONENT_FAILED", detail)) for _ in items
             ]
         return results
-
-    async def _run_alone(self, item: Any) -> FlowResult:
-        """Run a suspect item on a worker of its own, one suspect at a time."""
-        from pocketbatch.loader import FlowError, FlowResult
-
-        ray = self._ray
-        died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
-        async with self._solo_lock:
-            if self._solo is None:
-                actor = ray.remote(num_cpus=0, max_restarts=-1)(_FlowActor)
-                self._solo = actor.remote(self._source())
-            try:
-                results: list[FlowResult] = await self._solo.run_chunk.remote([item])
-                return results[0]
-            except died:
-                message = "the Ray worker running this item died (the item was run alone)"
-                return FlowResult("failed", error=FlowError("WORKER_CRASHED", message))
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r}, chunk_size={self.chunk_size})"

@@ -15,6 +15,8 @@ for it in turn (FIFO), so one huge batch cannot starve a small one.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -109,6 +111,7 @@ class BatchManager:
         self._done: dict[str, asyncio.Event] = {}
         self._closing = False
         self._owns_ray = False
+        self._ray_pool: Any = None  # with --executor ray: the actors all batches share
 
     def load(self, flow_text: str) -> LoadedFlow:
         """The compiled flow for ``flow_text`` (cached for the most recent 64)."""
@@ -128,10 +131,18 @@ class BatchManager:
         if self.executor == "ray" or self.executor.startswith("ray://"):
             # One Ray connection for the server's life: a batch's executor must not
             # shut Ray down under the other batches when it finishes.
-            from pocketbatch.executors.ray import _import_ray, connect_ray
+            from pocketbatch.executors.ray import RayPool, _import_ray, connect_ray
 
             address = None if self.executor == "ray" else self.executor
+            # ray.init() puts its own SIGTERM handler (sys.exit) in place of the
+            # server's graceful one: keep the server's.
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             self._owns_ray = connect_ray(_import_ray(), address)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
+            # One set of actors for all batches, so running batches share the cluster
+            # (each batch with actors of its own would wait for CPUs the others hold).
+            self._ray_pool = RayPool(self.max_workers)
         for batch_id in self.store.unfinished():
             self._launch(batch_id)
 
@@ -169,7 +180,12 @@ class BatchManager:
         status = "completed"
         try:
             flow = self.load(row.flow)
-            inner = make_executor(self.executor, flow, max_workers=self.max_workers)  # type: ignore[arg-type]
+            if self._ray_pool is not None:
+                from pocketbatch.executors.ray import RayExecutor
+
+                inner: Executor = RayExecutor(flow, pool=self._ray_pool)
+            else:
+                inner = make_executor(self.executor, flow, max_workers=self.max_workers)  # type: ignore[arg-type]
             executor = _BatchExecutor(inner, self._slots, self.in_flight, batch_id)
             items = (
                 _Indexed(index, _decode_line(blob))
@@ -245,6 +261,9 @@ class BatchManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._ray_pool is not None:
+            self._ray_pool.kill()
+            self._ray_pool = None
         if self._owns_ray:
             import ray
 

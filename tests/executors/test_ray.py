@@ -488,8 +488,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_server(tmp_path: Path) -> Iterator[tuple[Client, int]]:
-    """``pocketbatch serve --executor ray`` on a free port: its client and its pid."""
+def ray_server(tmp_path: Path) -> Iterator[tuple[Client, subprocess.Popen[bytes]]]:
+    """``pocketbatch serve --executor ray`` on a free port: its client and its process
+    (whose output goes to ``server.log``)."""
     pytest.importorskip("fastapi", reason="the server needs the [server] extra")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
@@ -516,7 +517,7 @@ def ray_server(tmp_path: Path) -> Iterator[tuple[Client, int]]:
                 break
             except PocketbatchError:
                 time.sleep(0.05)
-        yield client, proc.pid
+        yield client, proc
     finally:
         client.close()
         proc.terminate()  # a clean stop: the server shuts down the Ray it started
@@ -528,8 +529,10 @@ def ray_server(tmp_path: Path) -> Iterator[tuple[Client, int]]:
             raise
 
 
-def test_the_server_runs_batches_on_ray(ray_server: tuple[Client, int], tmp_path: Path) -> None:
-    client, server_pid = ray_server
+def test_the_server_runs_batches_on_ray(
+    ray_server: tuple[Client, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    client, server = ray_server
     lines: list[Any] = [*mixed_inputs()]
     lines.insert(2, '{"n": 1,')  # bad JSON: that line's failed record, not a 400
     lines.insert(9, "[1, 2, 3]")
@@ -553,7 +556,7 @@ def test_the_server_runs_batches_on_ray(ray_server: tuple[Client, int], tmp_path
     got = [json.loads(line) for line in client.outputs(counted)]
     assert [r["result"]["i"] for r in got] == list(range(40))
     pids = {r["result"]["pid"] for r in got}
-    assert server_pid not in pids
+    assert server.pid not in pids
     assert 1 <= len(pids) <= 2
     assert {r["result"]["loads"] for r in got} == {1}
 
@@ -622,6 +625,47 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     assert f"pocketbatch: cannot connect to the Ray cluster at {address}: " in ran.stderr
     assert "Traceback" not in ran.stderr
     assert ran.stdout == ""
+
+
+def test_server_batches_share_the_ray_workers(
+    ray_server: tuple[Client, subprocess.Popen[bytes]],
+) -> None:
+    # A long batch holds work on every worker; a small one submitted after it still
+    # finishes first: the batches share the server's actors, rather than the small
+    # one waiting for CPUs that the long one's actors would hold until it ends.
+    client, _ = ray_server
+    long = [{"i": i, "sleep_ms": 400} for i in range(40)]
+    long_id = client.submit_batch(NAP, long, max_concurrent=2)
+    deadline = time.monotonic() + TIMEOUT
+    while client.get_batch(long_id)["done"] < 1:  # the long batch is running
+        assert time.monotonic() < deadline, "the long batch never started"
+        time.sleep(0.02)
+    small_id = client.submit_batch(NAP, [{"i": i} for i in range(4)], max_concurrent=4)
+    while (small := client.get_batch(small_id))["status"] == "running":
+        assert time.monotonic() < deadline, "the small batch never finished"
+        time.sleep(0.05)
+    assert small["status"] == "completed"
+    long_now = client.get_batch(long_id)
+    assert long_now["status"] == "running"
+    assert long_now["done"] < len(long)
+    assert [json.loads(line)["result"] for line in client.outputs(small_id)] == [
+        {"i": i} for i in range(4)
+    ]
+    client.cancel_batch(long_id)
+
+
+def test_the_ray_server_stops_cleanly_on_sigterm(
+    ray_server: tuple[Client, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    # ray.init() installs a SIGTERM handler of its own (sys.exit, which broke the
+    # shutdown with tracebacks); the server keeps uvicorn's graceful one, which
+    # shuts down and then dies of the SIGTERM it caught, as uvicorn does.
+    client, server = ray_server
+    batch_id = client.submit_batch(NAP, [{"i": i} for i in range(4)])
+    assert client.wait(batch_id, poll=0.05)["status"] == "completed"
+    server.terminate()
+    assert server.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM)
+    assert "Traceback" not in (tmp_path / "server.log").read_text(errors="replace")
 
 
 # -- the README's Ray command ----------------------------------------------------------------
