@@ -161,42 +161,46 @@ class _FlowActor:
         self._loop = asyncio.new_event_loop()
 
     def load(self, key: str, source: Any) -> bool:
-        self._runner(key, lambda: source)
+        if key in self._runners:
+            self._runners.move_to_end(key)
+            return True
+        from pocketbatch.batch._executors import flow_runner
+        from pocketbatch.loader import FlowRecipe
+
+        flow = source.load() if isinstance(source, FlowRecipe) else source
+        self._runners[key] = flow_runner(flow)
+        while len(self._runners) > _FLOWS_KEPT:
+            self._runners.popitem(last=False)
         return True
 
     def forget(self, key: str) -> None:
         self._runners.pop(key, None)
 
-    def run_chunk(self, key: str, box: list[Any], items: list[Any]) -> list[FlowResult]:
-        # ``box`` holds the flow's ObjectRef, fetched only by a worker that lacks the
-        # flow (one restarted after a crash): boxed, Ray does not send it each call.
-        def fetch() -> Any:
-            import ray
-
-            return ray.get(box[0])
-
-        run = self._runner(key, fetch)
+    def run_chunk(self, key: str, items: list[Any]) -> list[FlowResult] | None:
+        """The items' results; ``None`` when this actor lacks the flow (it restarted
+        after a crash, or dropped the flow as the oldest of too many): load it, then
+        call again."""
+        run = self._runners.get(key)
+        if run is None:
+            return None
+        self._runners.move_to_end(key)
 
         async def all_items() -> list[FlowResult]:
             return list(await asyncio.gather(*(run(item) for item in items)))
 
         return self._loop.run_until_complete(all_items())
 
-    def _runner(self, key: str, source: Callable[[], Any]) -> Any:
-        runner = self._runners.get(key)
-        if runner is not None:
-            self._runners.move_to_end(key)
-            return runner
-        from pocketbatch.batch._executors import flow_runner
-        from pocketbatch.loader import FlowRecipe
 
-        flow = source()
-        runner = self._runners[key] = flow_runner(
-            flow.load() if isinstance(flow, FlowRecipe) else flow
-        )
-        while len(self._runners) > _FLOWS_KEPT:
-            self._runners.popitem(last=False)
-        return runner
+async def _run_chunk(actor: Any, key: str, ref: Any, items: list[Any]) -> list[FlowResult]:
+    """Run ``items`` on ``actor`` with flow ``key``, loading it there (from ``ref``,
+    its recipe in Ray's object store) first if the actor lacks it."""
+    results: list[FlowResult] | None = await actor.run_chunk.remote(key, items)
+    if results is None:
+        await actor.load.remote(key, ref)
+        results = await actor.run_chunk.remote(key, items)
+        if results is None:  # pragma: no cover - dropped again at once: 32 newer flows
+            raise PocketbatchError(f"a Ray worker could not keep flow {key} loaded")
+    return results
 
 
 class RayPool:
@@ -252,7 +256,7 @@ class RayPool:
             if self._solo is None:
                 self._solo = ray.remote(num_cpus=0, max_restarts=-1)(_FlowActor).remote()
             try:
-                results: list[FlowResult] = await self._solo.run_chunk.remote(key, [ref], [item])
+                results = await _run_chunk(self._solo, key, ref, [item])
                 return results[0]
             except died:
                 message = "the Ray worker running this item died (the item was run alone)"
@@ -507,8 +511,7 @@ class RayExecutor:
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
             try:
-                call = pool.actors[slot].run_chunk.remote(self._key, [self._ref], items)
-                results: list[FlowResult] = await call
+                results = await _run_chunk(pool.actors[slot], self._key, self._ref, items)
             finally:
                 pool.busy[slot] -= 1
         except died:
