@@ -2,7 +2,8 @@
 
 Run from the repository root (needs the ``[ray]`` extra)::
 
-    python benchmarks/scaleout.py               # the full sizes quoted in the README
+    python benchmarks/scaleout.py --repeats 2   # the figures quoted in the README
+    python benchmarks/scaleout.py               # one run each (Ray's varies by ~0.5 s)
     python benchmarks/scaleout.py --scale 0.05  # a quick smoke run
     python benchmarks/scaleout.py --only overhead
 
