@@ -353,17 +353,19 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
         raise _UsageError("--output must not be the --inputs file")
     executor: Any = args.executor
     if args.ray_working_dir is not None:
-        if not (executor == "ray" or executor.startswith("ray://")):
-            raise _UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT")
+        from pocketbatch.batch._executors import make_executor
+
         if not Path(args.ray_working_dir).is_dir():
             raise _UsageError(f"--ray-working-dir {args.ray_working_dir}: no such directory")
-        from pocketbatch.executors.ray import RayExecutor
-
-        executor = RayExecutor(
-            address=None if executor == "ray" else executor,
-            chunk_size=args.chunk_size or 16,
-            runtime_env={"working_dir": args.ray_working_dir},
-        )
+        try:  # the flow is bound later, by the runner
+            executor = make_executor(
+                executor,
+                None,
+                chunk_size=args.chunk_size,
+                runtime_env={"working_dir": args.ray_working_dir},
+            )
+        except ValueError:
+            raise _UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT") from None
     flow = _load(args)
     try:
         return run_batch_command(

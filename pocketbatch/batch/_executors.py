@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from pocketbatch.core import AsyncNode, BaseNode, Observer
@@ -282,24 +282,33 @@ def make_executor(
     max_workers: int | None = None,
     observer: Observer | None = None,
     chunk_size: int | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> Executor:
     """The executor for ``kind`` (``"async"``, ``"process"``, ``"ray"``,
-    ``"ray://HOST:PORT"``, or one you made).
+    ``"ray://HOST:PORT"``, or one you made). ``chunk_size`` and ``runtime_env`` are
+    the ray executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`).
 
     Example:
         >>> from pocketbatch import load_flow
         >>> make_executor("async", load_flow("output: 1\\n"))
         AsyncExecutor()
     """
+    name: str = kind if isinstance(kind, str) else ""
+    ray = name == "ray" or name.startswith("ray://")
+    if runtime_env is not None and not ray:
+        raise ValueError(f"runtime_env is for the ray executor, not {kind!r}")
     if kind == "async":
         return AsyncExecutor(flow, observer=observer)
     if kind == "process":
         return ProcessExecutor(flow, max_workers=max_workers)
-    if isinstance(kind, str) and (kind == "ray" or kind.startswith("ray://")):
+    if ray:
         from pocketbatch.executors.ray import RayExecutor
 
         return RayExecutor(
-            flow, address=None if kind == "ray" else kind, chunk_size=chunk_size or 16
+            flow,
+            address=None if name == "ray" else name,
+            chunk_size=chunk_size or 16,
+            runtime_env=runtime_env,
         )
     if isinstance(kind, str):
         raise ValueError(

@@ -110,31 +110,39 @@ def _check_shippable(source: Any) -> None:
     """Raise :class:`~pocketbatch.PocketbatchError` naming what cannot travel to a worker.
 
     Ray pickles the flow (with cloudpickle) to send it to each worker: a registered
-    component holding a lock, an open file or a connection cannot go.
+    component holding a lock, an open file or a connection cannot go. The flow is
+    pickled once; only when that fails are its components tried one by one, to
+    name the culprit.
     """
     from ray import cloudpickle
 
     from pocketbatch.loader import ComponentRegistry, FlowRecipe
 
     dumps: Any = cloudpickle.dumps
+    try:
+        dumps(source)
+    except Exception as exc:
+        error = exc
+    else:
+        return
     registry = source.registry if isinstance(source, FlowRecipe) else None
-    if not isinstance(registry, ComponentRegistry):
-        registry = ComponentRegistry()
-    for path in registry.paths():
+    components = (
+        [(path, registry.get(path)) for path in registry.paths()]
+        if isinstance(registry, ComponentRegistry)
+        else []
+    )
+    for path, component in components:
         try:
-            dumps(registry.get(path))
+            dumps(component)
         except Exception as exc:
             raise PocketbatchError(
                 f"component {path} cannot be shipped to the Ray workers: "
                 f"{type(exc).__name__}: {exc} (register a function or class the workers "
                 "can import, or an object that pickles)"
             ) from exc
-    try:
-        dumps(source)
-    except Exception as exc:
-        raise PocketbatchError(
-            f"the flow cannot be shipped to the Ray workers: {type(exc).__name__}: {exc}"
-        ) from exc
+    raise PocketbatchError(
+        f"the flow cannot be shipped to the Ray workers: {type(error).__name__}: {error}"
+    ) from error
 
 
 def _init_failed(address: str | None, exc: BaseException) -> str:
@@ -243,8 +251,11 @@ class RayPool:
         await asyncio.gather(*(actor.load.remote(key, ref) for actor in self.actors))
 
     def forget(self, key: str) -> None:
-        for actor in [*self.actors, *([self._solo] if self._solo is not None else [])]:
+        for actor in self._every_actor():
             actor.forget.remote(key)
+
+    def _every_actor(self) -> list[Any]:
+        return [*self.actors, *([self._solo] if self._solo is not None else [])]
 
     async def run_alone(self, key: str, ref: Any, item: Any) -> FlowResult:
         """Run a suspect item on an actor of its own, one suspect at a time."""
@@ -264,7 +275,7 @@ class RayPool:
 
     def kill(self) -> None:
         """Stop the actors."""
-        for actor in [*self.actors, *([self._solo] if self._solo is not None else [])]:
+        for actor in self._every_actor():
             self._ray.kill(actor)
         self.actors, self.busy, self._solo = [], [], None
 
@@ -309,12 +320,13 @@ class RayExecutor:
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.runtime_env = dict(runtime_env) if runtime_env else None
+        env = dict(runtime_env or {})
         self._shipped: Path | None = None  # a local working_dir, which Ray uploads
-        working_dir = (runtime_env or {}).get("working_dir")
+        working_dir = env.get("working_dir")
         if isinstance(working_dir, str | PathLike) and "://" not in str(working_dir):
             self._shipped = Path(working_dir).resolve()  # resolved here, where it exists
-            self.runtime_env = {**(self.runtime_env or {}), "working_dir": str(self._shipped)}
+            env["working_dir"] = str(self._shipped)
+        self.runtime_env = env or None
         self.address = address
         self.chunk_size = chunk_size
         self.workers = workers

@@ -22,12 +22,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import records, write_lines
 
 DATA = Path(__file__).parent / "data"
 CHECK = DATA / "check.yaml"  # input_schema {n: integer}; {"fail": true} raises
@@ -68,20 +69,6 @@ def cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Ran:
         check=False,
     )
     return Ran(proc.returncode, proc.stdout, proc.stderr)
-
-
-def write_lines(path: Path, items: Iterable[Any]) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(item if isinstance(item, str) else json.dumps(item))
-            f.write("\n")
-    return path
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    assert text == "" or text.endswith("\n"), "the output ends with a torn line"
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def line_count(path: Path) -> int:

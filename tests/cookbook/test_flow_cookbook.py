@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKBOOK = ROOT / "cookbook"
@@ -361,13 +362,6 @@ def test_map_batch_max_concurrency_is_respected() -> None:
 
 DOCS = COOKBOOK / "doc-analysis" / "documents.jsonl"
 STUB = COOKBOOK / "doc-analysis" / "stub_llm.py"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

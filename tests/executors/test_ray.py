@@ -27,11 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import free_port, records, write_lines
 
 ray = pytest.importorskip("ray", reason="the ray executor tests need the [ray] extra")
 
@@ -90,6 +91,15 @@ def mixed_inputs() -> list[dict[str, Any]]:
     return items
 
 
+def mixed_lines() -> list[Any]:
+    """``mixed_inputs()`` as JSONL lines, with lines 3, 10 and 16 not valid inputs."""
+    lines: list[Any] = [*mixed_inputs()]
+    lines.insert(2, '{"n": 1,')  # bad JSON
+    lines.insert(9, "[1, 2, 3]")  # not an object
+    lines.insert(15, "42")
+    return lines
+
+
 # -- output equality ------------------------------------------------------------------------
 
 
@@ -117,20 +127,8 @@ def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def write_lines(path: Path, items: Iterable[Any]) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(item if isinstance(item, str) else json.dumps(item))
-            f.write("\n")
-    return path
-
-
 def test_cli_output_byte_identical_to_async(tmp_path: Path) -> None:
-    lines: list[Any] = [*mixed_inputs()]
-    lines.insert(2, '{"n": 1,')  # bad JSON
-    lines.insert(9, "[1, 2, 3]")  # not an object
-    lines.insert(15, "42")
-    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    inputs = write_lines(tmp_path / "in.jsonl", mixed_lines())
     outputs = {}
     for executor in ("async", "ray"):
         out = tmp_path / f"{executor}.jsonl"
@@ -143,7 +141,7 @@ def test_cli_output_byte_identical_to_async(tmp_path: Path) -> None:
         outputs[executor] = out.read_bytes()
     assert outputs["ray"] == outputs["async"]
     got = [json.loads(line) for line in outputs["ray"].splitlines()]
-    assert [r["index"] for r in got] == list(range(len(lines)))
+    assert [r["index"] for r in got] == list(range(len(mixed_lines())))
     assert got[2]["error"]["message"].startswith("line 3:")
     assert got[9]["error"]["message"].startswith("line 10:")
 
@@ -426,12 +424,6 @@ def test_a_worker_sigkilled_mid_batch_loses_no_item(tmp_path: Path) -> None:
 # -- resume after a SIGKILL of the driver ------------------------------------------------------
 
 
-def records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    assert text == "" or text.endswith("\n"), "the output ends with a torn line"
-    return [json.loads(line) for line in text.splitlines()]
-
-
 def line_count(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
@@ -480,13 +472,6 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
 # -- the server on Ray ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def ray_server(tmp_path: Path) -> Iterator[tuple[Client, subprocess.Popen[bytes]]]:
     """``pocketbatch serve --executor ray`` on a free port: its client and its process
@@ -533,10 +518,7 @@ def test_the_server_runs_batches_on_ray(
     ray_server: tuple[Client, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     client, server = ray_server
-    lines: list[Any] = [*mixed_inputs()]
-    lines.insert(2, '{"n": 1,')  # bad JSON: that line's failed record, not a 400
-    lines.insert(9, "[1, 2, 3]")
-    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    inputs = write_lines(tmp_path / "in.jsonl", mixed_lines())  # bad lines: failed records
     # Two batches at once, sharing the server's Ray workers.
     mixed = client.submit_batch(CHECK, inputs, max_concurrent=8)
     counted = client.submit_batch(COUNTED, [{"i": i} for i in range(40)], max_concurrent=16)
@@ -597,9 +579,7 @@ def ray_client_address(tmp_path: Path) -> Iterator[str]:
 def test_cli_on_a_cluster_through_ray_client_matches_async(
     ray_client_address: str, tmp_path: Path
 ) -> None:
-    lines: list[Any] = [*mixed_inputs()]
-    lines.insert(2, '{"n": 1,')
-    inputs = write_lines(tmp_path / "in.jsonl", lines)
+    inputs = write_lines(tmp_path / "in.jsonl", mixed_lines())
     outputs = {}
     for executor in ("async", ray_client_address):
         out = tmp_path / f"{len(outputs)}.jsonl"

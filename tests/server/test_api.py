@@ -14,19 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import free_port
 
 DATA = Path(__file__).parent / "data"
 CONFIG = DATA / "pocketbatch.yaml"
 SQUARE = (DATA / "square.yaml").read_text()
 SLEEP = (DATA / "sleep.yaml").read_text()
 LOAD = (DATA / "load.yaml").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import free_port
 
 DATA = Path(__file__).parent / "data"
 CONFIG = DATA / "pocketbatch.yaml"
@@ -22,13 +22,6 @@ NAP = (DATA / "nap.yaml").read_text()
 N = 300
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:
