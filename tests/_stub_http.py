@@ -9,6 +9,7 @@ of what it received, so a test can check what reached it (and what did not).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,10 +34,11 @@ class Stub:
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     redirect_to: str | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,19 +75,22 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for every handler thread
     block_on_close = True
 
-    def __init__(self, stub: Stub) -> None:
+    def __init__(self, stub: Stub, tls: ssl.SSLContext | None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.stub = stub
 
 
 @contextmanager
-def running_stubs() -> Iterator[Callable[[], Stub]]:
-    """A function that starts one more stub; every stub stops when the block ends."""
+def running_stubs(tls: ssl.SSLContext | None = None) -> Iterator[Callable[[], Stub]]:
+    """A function that starts one more stub (HTTPS with the server context ``tls``);
+    every stub stops when the block ends."""
     running: list[tuple[_Server, threading.Thread]] = []
 
     def start() -> Stub:
-        stub = Stub()
-        httpd = _Server(stub)
+        stub = Stub(scheme="http" if tls is None else "https")
+        httpd = _Server(stub, tls)
         stub.port = httpd.server_address[1]
         thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -370,6 +374,48 @@ async def test_resolution_failures_are_connect_errors() -> None:
         async with httpx.AsyncClient(transport=transport, timeout=0.01) as client:
             with pytest.raises(error, match=message):
                 await client.get("http://nowhere.example/")
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``pinned.test`` and its key (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = [
+        *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=pinned.test"),
+        *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-addext", "subjectAltName=DNS:pinned.test", "-keyout", str(key), "-out", str(cert)),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.asyncio
+async def test_https_to_a_pinned_address_still_verifies_the_name(
+    certificate: tuple[Path, Path],
+) -> None:
+    """A real TLS stub on 127.0.0.1 whose certificate names ``pinned.test``: reached
+    through the checked address, the handshake still verifies the URL's name, so the
+    pinning neither breaks HTTPS nor weakens it (another name is refused)."""
+    cert, key = certificate
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    with running_stubs(server_tls) as start:
+        stub = start()
+        resolve, _ = resolver({"pinned.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
+        policy = NetworkPolicy.for_server(allow_hosts=["127.0.0.1"], credential_base_urls=())
+        inner = httpx.AsyncHTTPTransport(verify=client_tls)
+        transport = GuardedTransport(policy, inner=inner, resolver=resolve)
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(f"https://pinned.test:{stub.port}/tls")
+            assert response.status_code == 200
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"https://other.test:{stub.port}/tls")
+    assert [(s.path, s.headers["host"]) for s in stub.seen] == [
+        ("/tls", f"pinned.test:{stub.port}")
+    ]
 
 
 # --------------------------------------------------------------------------- the builtins
