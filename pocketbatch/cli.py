@@ -11,7 +11,8 @@ Commands::
     pocketbatch visualize F [--config C]
     pocketbatch test F [--config C]
     pocketbatch serve [--host H] [--port P] [--db DB] [--token T] [--config C]
-                      [--executor async|process|ray|ray://HOST:PORT] ...
+                      [--executor async|process|ray|ray://HOST:PORT]
+                      [--allow-host HOST[:PORT]] [--allow-network CIDR] ...
     pocketbatch submit-batch --url U --flow F --inputs IN.jsonl [--max-concurrent N]
                              [--output OUT.jsonl] [--wait] [--token T]
     pocketbatch get-batch --url U --batch-id ID [--wait] [--output OUT.jsonl] [--token T]
@@ -144,6 +145,27 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", default=".", help="the folder /builtin/load_file may read (default: .)"
     )
     serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        type=_allow_host,
+        metavar="HOST[:PORT]",
+        help="let submitted flows' /http/request and /builtin/openai connect to HOST (a name, "
+        "or an address however spelled; [IPv6]:PORT) on PORT, or any port; by default "
+        "loopback, link-local, private and other non-public addresses are refused, checked "
+        "after DNS resolution (repeatable)",
+    )
+    serve.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        type=_allow_network,
+        metavar="CIDR",
+        help="let submitted flows connect to any address in CIDR, e.g. 10.0.0.0/8 "
+        "(repeatable). The server's OPENAI_API_KEY goes only to OPENAI_BASE_URL (or "
+        "https://api.openai.com/v1), never to a base_url a flow chooses",
+    )
+    serve.add_argument(
         "--executor",
         type=_executor_kind,
         default="async",
@@ -262,6 +284,26 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _allow_host(text: str) -> str:
+    from pocketbatch.loader._network import HostRule
+
+    try:
+        HostRule.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _allow_network(text: str) -> str:
+    from pocketbatch.loader._network import parse_network
+
+    try:
+        parse_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _variables(pairs: Sequence[str]) -> dict[str, Any]:
@@ -398,6 +440,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         executor=args.executor,
         max_workers=args.workers,
+        allow_hosts=frozenset(args.allow_host),
+        allow_networks=frozenset(args.allow_network),
     )
     try:
         serve(settings, host=args.host, port=args.port)

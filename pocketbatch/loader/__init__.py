@@ -7,11 +7,13 @@ so ``import pocketbatch`` stays light): :func:`load_flow`, :class:`LoadedFlow`,
 Inside: ``_source`` reads YAML/JSON with positions; ``_spec`` parses and checks a
 flow file; ``_expr`` compiles and evaluates expressions; ``_registry`` resolves
 component paths (registry, config files, mocks, ``/python`` imports);
-``_builtins`` and ``_nested`` are the builtin components; ``_run`` compiles specs
+``_builtins`` and ``_nested`` are the builtin components (``_network`` and
+``_transport`` confine their outbound HTTP on a server); ``_run`` compiles specs
 into core graphs and runs them; ``_testing`` runs a file's ``test.cases``.
 """
 
 from pocketbatch.loader._component import CallContext, LoaderOptions
+from pocketbatch.loader._network import NetworkPolicy
 from pocketbatch.loader._registry import ComponentRegistry
 from pocketbatch.loader._run import FlowError, FlowRecipe, FlowResult, LoadedFlow, load_flow
 
@@ -23,5 +25,6 @@ __all__ = (
     "FlowResult",
     "LoadedFlow",
     "LoaderOptions",
+    "NetworkPolicy",
     "load_flow",
 )

@@ -34,6 +34,8 @@ from pocketbatch.loader._component import CallContext, Component
 if TYPE_CHECKING:
     import httpx
 
+    from pocketbatch.loader._network import NetworkPolicy
+
 __all__ = (
     "CreateMessages",
     "HttpRequest",
@@ -46,7 +48,7 @@ __all__ = (
 
 INVALID_INPUT: Final = "INVALID_INPUT"
 
-_OPENAI_DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+_OPENAI_DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"  # = _network.DEFAULT_OPENAI_BASE_URL
 _OPENAI_DEFAULT_MODEL: Final = "gpt-4o-mini"
 _OPENAI_DEFAULT_TIMEOUT: Final = 120.0
 _HTTP_DEFAULT_TIMEOUT: Final = 30.0
@@ -354,6 +356,7 @@ async def _send(
     url: str,
     *,
     seconds: float,
+    network: NetworkPolicy | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request on a short-lived client, mapping transport failures to codes.
@@ -361,12 +364,27 @@ async def _send(
     ``UNREACHABLE`` for connection problems, ``TIMEOUT`` for timeouts and
     ``INVALID_INPUT`` for URLs httpx cannot use. Messages carry no headers, so
     no credentials.
+
+    With a ``network`` policy the request goes through a
+    :class:`~pocketbatch.loader._transport.GuardedTransport` (a refused address
+    fails with ``PERMISSION_DENIED``), and proxy settings from the environment are
+    ignored: the policy must judge the address really connected to.
     """
     import httpx
 
     try:
-        async with httpx.AsyncClient(timeout=seconds) as client:
+        if network is None:
+            client = httpx.AsyncClient(timeout=seconds)
+        else:
+            from pocketbatch.loader._transport import GuardedTransport
+
+            client = httpx.AsyncClient(
+                timeout=seconds, transport=GuardedTransport(network), trust_env=False
+            )
+        async with client:
             return await client.request(method, url, **kwargs)
+    except ComponentError as exc:  # refused by the network policy
+        raise ComponentError(exc.code, f"{component.path}: {method} {url}: {exc.message}") from None
     except httpx.TimeoutException as exc:
         detail = str(exc) or type(exc).__name__
         raise ComponentError(
@@ -428,6 +446,14 @@ class OpenAIChat(_Builtin):
       header is sent, as local servers need none);
     * model: ``openai_model``, ``OPENAI_MODEL``, ``gpt-4o-mini``.
 
+    Under a :class:`~pocketbatch.loader.NetworkPolicy` (``options.network``, set
+    by the server) the environment's ``OPENAI_API_KEY`` is sent only to a base URL
+    the operator configured: one not chosen by the flow (so from
+    ``OPENAI_BASE_URL`` or the default), or one of the policy's
+    ``credential_base_urls``. A flow that picks another ``base_url`` must bring its
+    own key (``api_key`` or ``openai_api_key``), and the address it connects to
+    must pass the policy.
+
     It POSTs ``{model, messages, max_tokens?, temperature?}`` to
     ``{base_url}/chat/completions`` with a ``timeout`` of 120 s unless given.
     Failures: HTTP 429 and 5xx are ``RESOURCE_UNAVAILABLE``, other statuses
@@ -446,7 +472,8 @@ class OpenAIChat(_Builtin):
 
     path = "/builtin/openai"
 
-    def _setting(self, value: str | None, ctx: CallContext, variable: str, env: str) -> str | None:
+    def _from_flow(self, value: str | None, ctx: CallContext, variable: str) -> str | None:
+        """The input field, else the run variable: what the flow itself chose."""
         if value:
             return value
         from_vars = ctx.variables.get(variable)
@@ -454,9 +481,10 @@ class OpenAIChat(_Builtin):
             raise self.invalid(
                 f"variable {variable!r} must be a string, got {_type_name(from_vars)}"
             )
-        if from_vars:
-            return from_vars
-        return os.environ.get(env) or None
+        return from_vars or None
+
+    def _setting(self, value: str | None, ctx: CallContext, variable: str, env: str) -> str | None:
+        return self._from_flow(value, ctx, variable) or os.environ.get(env) or None
 
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         data = self.mapping(input)
@@ -471,10 +499,18 @@ class OpenAIChat(_Builtin):
         base_url = self.field(data, "base_url", "a string")
         timeout = self.timeout(data, _OPENAI_DEFAULT_TIMEOUT)
 
-        base_url = self._setting(base_url, ctx, "openai_base_url", "OPENAI_BASE_URL")
-        api_key = self._setting(api_key, ctx, "openai_api_key", "OPENAI_API_KEY")
+        network = ctx.options.network
+        chosen_base_url = self._from_flow(base_url, ctx, "openai_base_url")
+        base_url = chosen_base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_DEFAULT_BASE_URL
+        api_key = self._from_flow(api_key, ctx, "openai_api_key")
+        if not api_key and (
+            chosen_base_url is None
+            or network is None
+            or network.may_send_credentials(chosen_base_url)
+        ):
+            api_key = os.environ.get("OPENAI_API_KEY") or None  # the server's own key
         model = self._setting(model, ctx, "openai_model", "OPENAI_MODEL")
-        url = (base_url or _OPENAI_DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        url = base_url.rstrip("/") + "/chat/completions"
         model = model or _OPENAI_DEFAULT_MODEL
 
         body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages]}
@@ -487,7 +523,9 @@ class OpenAIChat(_Builtin):
             headers["Authorization"] = f"Bearer {api_key}"
 
         try:
-            response = await _send(self, "POST", url, seconds=timeout, json=body, headers=headers)
+            response = await _send(
+                self, "POST", url, seconds=timeout, network=network, json=body, headers=headers
+            )
             return self._result(response, model)
         except ComponentError as exc:
             if api_key and api_key in exc.message:  # e.g. a server that echoes the key back
@@ -557,7 +595,10 @@ class HttpRequest(_Builtin):
 
     Every HTTP status is returned, 4xx and 5xx included; redirects are not
     followed. Connection errors fail with ``UNREACHABLE``, timeouts with
-    ``TIMEOUT``.
+    ``TIMEOUT``, and a destination refused by the
+    :class:`~pocketbatch.loader.NetworkPolicy` in ``options.network`` (the server's:
+    loopback, link-local, private, ... addresses, after DNS resolution) with
+    ``PERMISSION_DENIED`` before anything is connected to.
 
     Example:
         >>> import asyncio
@@ -592,7 +633,9 @@ class HttpRequest(_Builtin):
             kwargs["json"] = payload
         elif body is not None:
             kwargs["content"] = body.encode("utf-8")
-        response = await _send(self, method.upper(), url, seconds=timeout, **kwargs)
+        response = await _send(
+            self, method.upper(), url, seconds=timeout, network=ctx.options.network, **kwargs
+        )
 
         parsed: Any = None
         if _is_json_type(response.headers.get("content-type", "")):

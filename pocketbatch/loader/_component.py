@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pocketbatch._errors import ComponentError
 
 if TYPE_CHECKING:
+    from pocketbatch.loader._network import NetworkPolicy
     from pocketbatch.loader._run import LoadedFlow
 
 __all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions")
@@ -42,12 +43,17 @@ class LoaderOptions:
         load_file_anywhere: lift the confinement entirely.
         python_modules: when set, ``/python/`` imports are limited to these modules
             (and their submodules); the server's ``--allow-module``.
+        network: where ``/http/request`` and ``/builtin/openai`` may connect, and
+            where the environment's API key may go (a
+            :class:`~pocketbatch.loader.NetworkPolicy`); ``None``, the default, means
+            anywhere (the server sets one: ``--allow-host``, ``--allow-network``).
     """
 
     allow_python_imports: bool = True
     load_file_root: Path | None = None
     load_file_anywhere: bool = False
     python_modules: frozenset[str] | None = None
+    network: NetworkPolicy | None = None
 
 
 @dataclass

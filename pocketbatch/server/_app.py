@@ -13,8 +13,10 @@ Endpoints, under ``/api/v1``::
 Security: with a token, every endpoint but health needs ``Authorization: Bearer
 <token>``; submitted flows can use only the server's registered components,
 builtins and mocks (``/python`` imports only from ``--allow-module`` modules;
-``load_file`` only inside the data folder); request, flow and batch sizes are
-limited (413/422 with a message).
+``load_file`` only inside the data folder; HTTP only to public addresses or the
+``--allow-host``/``--allow-network`` ones, and the server's ``OPENAI_API_KEY`` only
+to its configured base URL); request, flow and batch sizes are limited (413/422
+with a message).
 """
 
 import hmac
@@ -61,6 +63,11 @@ class ServerSettings:
     registry: Any = None
     executor: str = "async"
     max_workers: int | None = None
+    # Outbound HTTP of submitted flows: denied to loopback, link-local, private, ...
+    # addresses but for these (HOST[:PORT] and CIDR strings; ``--allow-host``,
+    # ``--allow-network``). See pocketbatch.loader.NetworkPolicy.for_server.
+    allow_hosts: frozenset[str] = frozenset()
+    allow_networks: frozenset[str] = frozenset()
 
 
 def create_app(settings: ServerSettings) -> Any:
@@ -68,6 +75,7 @@ def create_app(settings: ServerSettings) -> Any:
 
     Raises:
         MissingExtraError: FastAPI is not installed.
+        ValueError: an ``allow_hosts`` or ``allow_networks`` entry does not parse.
     """
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
@@ -77,7 +85,7 @@ def create_app(settings: ServerSettings) -> Any:
     import orjson
 
     from pocketbatch import __version__
-    from pocketbatch.loader import LoaderOptions, load_flow
+    from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
     from pocketbatch.server._manager import BatchManager
     from pocketbatch.server._store import Store
 
@@ -85,6 +93,7 @@ def create_app(settings: ServerSettings) -> Any:
         allow_python_imports=bool(settings.allow_modules),
         python_modules=settings.allow_modules,
         load_file_root=settings.data_dir,
+        network=NetworkPolicy.for_server(settings.allow_hosts, settings.allow_networks),
     )
 
     def compile_flow(text: str) -> Any:
