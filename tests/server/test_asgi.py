@@ -170,3 +170,40 @@ async def test_a_bad_jsonl_header_is_refused(
     )
     assert response.status_code == status
     assert "line 1" in response.json()["detail"]
+
+
+COOKBOOK_CONFIG = Path(__file__).parents[2] / "cookbook" / "data-pipeline" / "pocketbatch.yaml"
+
+ORDER = {"order_id": "ORD-1", "customer": "Ada", "email": "ada@example.com", "country": "GB"}
+ORDER |= {"amount": 1.5, "currency": "GBP"}
+
+EXPLOIT = """\
+steps:
+  - id: x
+    component: /data/re/enum/bltns/eval
+    input: "__import__('subprocess').getoutput('id')"
+output: {$step: x}
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("endpoint", ["/api/v1/runs", "/api/v1/batches"])
+async def test_the_route_walk_exploit_is_a_422_naming_the_path(
+    tmp_path: Path, endpoint: str
+) -> None:
+    """Issue 10: with the cookbook's config as --config, a submitted flow reached
+    builtins.eval through '/data/re/enum/bltns/eval'. Now the flow does not load."""
+    settings = ServerSettings(db=tmp_path / "pb.db", config=COOKBOOK_CONFIG)
+    async for client in _client(settings):
+        body: dict[str, Any] = {"flow": EXPLOIT}
+        body.update({"input": {}} if endpoint.endswith("runs") else {"inputs": [{}]})
+        response = await client.post(endpoint, json=body)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert "component '/data/re/enum/bltns/eval' is not allowed" in detail
+        assert "uid=" not in response.text
+        # The cookbook's own components are still there.
+        flow = "steps:\n  - {id: v, component: /data/validate, input: {$input: $}}\n"
+        flow += "output: {$step: v, path: order.order_id}\n"
+        ok = await client.post("/api/v1/runs", json={"flow": flow, "input": ORDER})
+        assert ok.json() == {"outcome": "success", "result": "ORD-1"}, ok.text
