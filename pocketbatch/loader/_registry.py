@@ -635,7 +635,8 @@ class ComponentConfig:
             route reaches those names only (nested ones included).
         mocks: path -> mock component (pocketbatch format).
         python_imports: whether ``/python/<module>.<function>`` is allowed.
-        load_file_root: the directory ``/builtin/load_file`` is confined to.
+        load_file_root: the directory ``/builtin/load_file`` (and sub-flow paths of
+            ``/builtin/eval`` and ``/builtin/map``) is confined to.
         load_file_anywhere: lift that confinement.
 
     Example:

@@ -338,6 +338,20 @@ async def test_routes_reach_names_the_module_exports_in_all(
         found.resolve("/x/loads")
 
 
+@pytest.mark.asyncio
+async def test_two_folders_with_same_named_modules_keep_their_own_functions(
+    tmp_path: Path, fresh_modules: None
+) -> None:
+    """The second 'components' is loaded under a private alias; its functions are
+    still defined in the routed module, so the rule lets them through."""
+    found = []
+    for name in ("a", "b"):
+        write(tmp_path, f"{name}/components.py", f"def who(x):\n    return {name!r}\n")
+        config = write(tmp_path, f"{name}/pocketbatch.yaml", "routes:\n  /c: components\n")
+        found.append(await call(resolver(load_config(config)).resolve("/c/who"), None))
+    assert found == ["a", "b"]
+
+
 def test_a_refused_walk_imports_nothing(project: Path) -> None:
     """'/pkg/broken/f' is refused from its shape: the submodule is never imported."""
     with pytest.raises(UnknownComponent, match="is not allowed"):
