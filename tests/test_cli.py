@@ -561,6 +561,26 @@ def test_no_python_imports_refuses_in_every_command(
     assert "pb_cli_test_shout" not in sys.modules  # refused before importing anything
 
 
+def test_route_walk_to_eval_is_refused_by_run_subprocess(tmp_path: Path) -> None:
+    """Issue 10: the cookbook's config routes /data to components.py, which imports
+    re; '/data/re/enum/bltns/eval' walked to builtins.eval even with
+    --no-python-imports. It is now a load error naming the path."""
+    cookbook = REPO / "cookbook" / "data-pipeline"
+    for name in ("pocketbatch.yaml", "components.py"):
+        shutil.copy(cookbook / name, tmp_path / name)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "steps:\n  - id: x\n    component: /data/re/enum/bltns/eval\n"
+        "    input: \"__import__('subprocess').getoutput('id')\"\noutput: {$step: x}\n",
+        encoding="utf-8",
+    )
+    ran = cli("run", "--flow", flow, "--input", "{}", "--no-python-imports")
+    assert_load_error(
+        ran, flow, 3, 5, "step 'x': component '/data/re/enum/bltns/eval' is not allowed"
+    )
+    assert "uid=" not in ran.out + ran.err
+
+
 def test_no_python_imports_does_not_affect_builtins(call: Any) -> None:
     ran = call("run", "--flow", GREET, "--input", '{"name": "Ada"}', "--no-python-imports")
     assert ran.code == 0

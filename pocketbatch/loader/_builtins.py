@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from pocketbatch._errors import ComponentError
-from pocketbatch.loader._component import CallContext, Component
+from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 
 if TYPE_CHECKING:
     import httpx
@@ -44,6 +44,7 @@ __all__ = (
     "OpenAIChat",
     "Sleep",
     "builtin_components",
+    "confined_path",
 )
 
 INVALID_INPUT: Final = "INVALID_INPUT"
@@ -240,6 +241,80 @@ class Sleep(_Builtin):
 # --------------------------------------------------------------------------- load_file
 
 
+def confined_path(
+    given: str,
+    options: LoaderOptions,
+    flow_dir: Path | None,
+    *,
+    what: str,
+    base: Path | None = None,
+) -> Path:
+    """The file ``given`` names, resolved, after checking that a flow may read it.
+
+    Every builtin that reads a file a flow names (``/builtin/load_file``, and the
+    sub-flow paths of ``/builtin/eval`` and ``/builtin/map``) goes through here.
+    The *root* is ``options.load_file_root``, else ``flow_dir``, else the current
+    directory (the server sets it to ``--data-dir``). A relative ``given`` is taken
+    from ``base`` (default: the root); an absolute one stands alone. Unless
+    ``options.load_file_anywhere`` is set, the path must lie inside the root twice
+    over: first as written (``..`` folded, no file system access, so a path outside
+    is refused the same way whether or not it exists), then with symlinks resolved.
+
+    Args:
+        given: the path as the flow wrote it.
+        options: the loader's options (root and ``load_file_anywhere``).
+        flow_dir: the directory of the flow naming the file (``None``: none).
+        what: who asks, to start the message with (``/builtin/load_file``).
+        base: the directory a relative ``given`` is taken from.
+
+    Raises:
+        ComponentError: ``PERMISSION_DENIED`` for a path outside the root; the
+            message names ``given`` and the root only, never where the path leads.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.gettempdir()).resolve()
+        >>> confined_path("a/b.json", LoaderOptions(load_file_root=root), None, what="x") == (
+        ...     root / "a" / "b.json"
+        ... )
+        True
+        >>> try:
+        ...     confined_path("../b.json", LoaderOptions(load_file_root=root), None, what="x")
+        ... except ComponentError as exc:
+        ...     print(exc.code)
+        PERMISSION_DENIED
+    """
+    if options.load_file_root is not None:
+        root = Path(options.load_file_root)
+    elif flow_dir is not None:
+        root = Path(flow_dir)
+    else:
+        root = Path.cwd()
+    real_root = root.resolve()
+    start = base if base is not None else root
+    written = Path(os.path.normpath(os.path.join(os.path.abspath(start), given)))
+    outside = ComponentError(
+        "PERMISSION_DENIED",
+        f"{what}: {given!r} is outside {real_root}; to allow it, set "
+        "LoaderOptions(load_file_root=...) (the server's --data-dir) to a directory that "
+        "contains it, or LoaderOptions(load_file_anywhere=True)",
+    )
+    anywhere = options.load_file_anywhere
+    if not anywhere and not (
+        written.is_relative_to(os.path.abspath(root)) or written.is_relative_to(real_root)
+    ):
+        raise outside  # decided from the text alone: nothing outside the root is looked at
+    try:
+        resolved = written.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ComponentError(
+            INVALID_INPUT, f"{what}: {given!r} cannot be resolved: {exc}"
+        ) from None
+    if not anywhere and not resolved.is_relative_to(real_root):
+        raise outside  # a symlink inside the root leads out of it
+    return resolved
+
+
 class LoadFile(_Builtin):
     """``/builtin/load_file``: read a JSON, YAML or text file.
 
@@ -250,11 +325,12 @@ class LoadFile(_Builtin):
 
     A relative ``path`` is taken from the *root*: ``options.load_file_root``,
     else the flow file's directory, else the current directory. Unless
-    ``options.load_file_anywhere`` is set, the file (with symlinks and ``..``
-    resolved) must lie inside the resolved root, or the step fails with
-    ``PERMISSION_DENIED``. A missing file is ``NOT_FOUND``; a file that does not
-    parse as its format is ``INVALID_INPUT``. YAML is read with PyYAML's C safe
-    loader only.
+    ``options.load_file_anywhere`` is set, the file (as written, and with
+    symlinks resolved) must lie inside the root, or the step fails with
+    ``PERMISSION_DENIED`` (see :func:`confined_path`, which the sub-flow paths of
+    ``/builtin/eval`` and ``/builtin/map`` share). A missing file is
+    ``NOT_FOUND``; a file that does not parse as its format is
+    ``INVALID_INPUT``. YAML is read with PyYAML's C safe loader only.
 
     Example:
         >>> import asyncio, tempfile
@@ -280,22 +356,7 @@ class LoadFile(_Builtin):
         return await asyncio.to_thread(self._load, given, fmt, ctx)
 
     def _load(self, given: str, fmt: str | None, ctx: CallContext) -> dict[str, Any]:
-        options = ctx.options
-        if options.load_file_root is not None:
-            root = Path(options.load_file_root)
-        elif ctx.flow_dir is not None:
-            root = Path(ctx.flow_dir)
-        else:
-            root = Path.cwd()
-        root = root.resolve()
-        resolved = (root / given).resolve()  # an absolute `given` replaces root
-        if not options.load_file_anywhere and not resolved.is_relative_to(root):
-            raise ComponentError(
-                "PERMISSION_DENIED",
-                f"{self.path}: {given!r} resolves to {resolved}, which is outside {root}; "
-                "to allow it, set LoaderOptions(load_file_root=...) to a directory that "
-                "contains it, or LoaderOptions(load_file_anywhere=True)",
-            )
+        resolved = confined_path(given, ctx.options, ctx.flow_dir, what=self.path)
         if fmt is None:
             suffix = Path(given).suffix.lower()
             fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else "text"

@@ -37,7 +37,8 @@ class LoaderOptions:
     Attributes:
         allow_python_imports: whether ``/python/<module>.<function>`` paths may
             import code (the server turns this off).
-        load_file_root: the directory ``/builtin/load_file`` is confined to
+        load_file_root: the directory ``/builtin/load_file`` and the sub-flow
+            paths of ``/builtin/eval`` and ``/builtin/map`` are confined to
             (default: the flow file's directory; ``None`` with no flow file means
             the current directory).
         load_file_anywhere: lift the confinement entirely.

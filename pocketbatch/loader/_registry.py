@@ -11,6 +11,13 @@ A flow step names its component by a path such as ``/data/validate``. A
 3. pocketbatch's builtins, by exact path;
 4. ``/python/<module>.<function>`` imports, where they are allowed.
 
+A path reaches only what a module offers on purpose: a route's one segment after
+the prefix, or ``/python/``'s function name, must be a function or node class that
+the module defines (its ``__module__``) or lists in ``__all__``; never a name
+starting with ``_``, never a module, and never walked into (no ``a/b`` through
+attributes, submodules or classes). Nested names are reachable only when a route
+lists them in its ``components``.
+
 User code does not have to look like a component: :func:`adapt` wraps plain sync
 and async functions, node classes and node instances. Nothing here is global, so
 two loaders with two registries never see each other's components.
@@ -620,10 +627,16 @@ class ComponentConfig:
     Attributes:
         file: the config file (``None`` for a config built in code).
         format: ``"pocketbatch"`` or ``"stepflow"``.
-        routes: path prefix -> Python module (pocketbatch format).
+        routes: path prefix -> Python module (pocketbatch format). A route reaches
+            one name after the prefix: a function or node class the module defines
+            or lists in its ``__all__``, never a name starting with ``_``.
+        route_components: for routes that list their components explicitly, path
+            prefix -> {path after the prefix -> dotted name in the module}; such a
+            route reaches those names only (nested ones included).
         mocks: path -> mock component (pocketbatch format).
         python_imports: whether ``/python/<module>.<function>`` is allowed.
-        load_file_root: the directory ``/builtin/load_file`` is confined to.
+        load_file_root: the directory ``/builtin/load_file`` (and sub-flow paths of
+            ``/builtin/eval`` and ``/builtin/map``) is confined to.
         load_file_anywhere: lift that confinement.
 
     Example:
@@ -636,6 +649,7 @@ class ComponentConfig:
     format: Literal["pocketbatch", "stepflow"] = "pocketbatch"
     routes: dict[str, str] = field(default_factory=dict)
     mocks: dict[str, MockComponent] = field(default_factory=dict)
+    route_components: dict[str, dict[str, str]] = field(default_factory=dict)
     python_imports: bool | None = None
     load_file_root: Path | None = None
     load_file_anywhere: bool | None = None
@@ -773,6 +787,9 @@ def load_config(path: str | Path) -> ComponentConfig:
 
         routes:                       # path prefix -> Python module
           /data: my_components.data   # '/data/validate' -> my_components.data.validate
+          /tools:                     # or with its components listed: only these
+            module: my_components
+            components: [clean, text.count]   # '/tools/clean', '/tools/text/count'
         mocks:
           /mock/error:
             behaviors:
@@ -780,7 +797,12 @@ def load_config(path: str | Path) -> ComponentConfig:
         python_imports: true          # allow /python/<module>.<function>
         load_file: {root: data, anywhere: false}
 
-    Routed modules are imported only when a flow uses them.
+    Routed modules are imported only when a flow uses them. A plain route reaches
+    one name after its prefix (``-`` read as ``_``): a function or node class that
+    the module defines, or lists in its ``__all__``; never a name starting with
+    ``_``, a module, or anything inside a class or another module. A route with
+    ``components`` (a list of dotted names, or a mapping from the path after the
+    prefix to a dotted name) reaches exactly those.
 
     Raises:
         LoadError: the file cannot be read or parsed, or something in it is wrong;
@@ -816,6 +838,8 @@ def config_from_document(doc: Document, file: Path) -> ComponentConfig:
 
 
 _TOP_KEYS = ("routes", "mocks", "python_imports", "load_file")
+_ROUTE_KEYS = ("module", "components")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MOCK_KEYS = ("behaviors", "input_schema", "output_schema", "inputSchema", "outputSchema")
 
 
@@ -823,7 +847,7 @@ def _read_pocketbatch(r: _Reader, data: dict[Any, Any], file: Path) -> Component
     r.keys(data, (), _TOP_KEYS, "")
     config = ComponentConfig(file=file, format="pocketbatch")
     routes = r.mapping(data.get("routes"), ("routes",), "'routes'")
-    for index, (prefix, module) in enumerate(routes.items()):
+    for index, (prefix, value) in enumerate(routes.items()):
         at = _child(("routes",), prefix, index)
         if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
             raise r.error(
@@ -831,11 +855,20 @@ def _read_pocketbatch(r: _Reader, data: dict[Any, Any], file: Path) -> Component
                 f"got {prefix!r}",
                 at,
             )
+        module, module_at = value, at
+        if isinstance(value, dict):
+            r.keys(value, at, _ROUTE_KEYS, f"route {prefix!r}")
+            module = value.get("module")
+            module_at = (*at, "module") if "module" in value else at
+            if "components" in value:
+                config.route_components[prefix] = _route_components(
+                    r, prefix, value["components"], (*at, "components")
+                )
         if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
             raise r.error(
-                f"route {prefix!r} must name a Python module, like 'my_components.data'; "
-                f"got {_kind(module)}",
-                at,
+                f"route {prefix!r} must name a Python module, like 'my_components.data' "
+                f"or {{module: my_components.data, components: [validate]}}; got {_kind(module)}",
+                module_at,
             )
         config.routes[prefix] = module
         config.locations[prefix] = r.where(at)
@@ -859,6 +892,57 @@ def _read_pocketbatch(r: _Reader, data: dict[Any, Any], file: Path) -> Component
         load_file.get("anywhere"), ("load_file", "anywhere"), "'load_file.anywhere'"
     )
     return config
+
+
+def _public_dotted(name: Any) -> bool:
+    """Whether ``name`` is a dotted Python name none of whose parts is private."""
+    return (
+        isinstance(name, str)
+        and _MODULE_NAME.fullmatch(name) is not None
+        and not any(part.startswith("_") for part in name.split("."))
+    )
+
+
+def _route_components(r: _Reader, prefix: str, value: Any, where: DocPath) -> dict[str, str]:
+    """A route's explicit ``components``: a list of dotted names in the module
+    (``tools.count`` is reached at ``<prefix>/tools/count``), or a mapping from the
+    path after the prefix to a dotted name. Nothing private, nothing but names."""
+    found: dict[str, str] = {}
+    if isinstance(value, list) and not isinstance(value, PairList):
+        for index, name in enumerate(value):
+            if not _public_dotted(name):
+                raise r.error(
+                    f"route {prefix!r}: a listed component must be a public (dotted) name in "
+                    f"the module, like 'validate' or 'tools.count'; got {_kind(name)}",
+                    (*where, index),
+                )
+            found[name.replace(".", "/")] = name
+        return found
+    if isinstance(value, dict):
+        for index, (key, name) in enumerate(value.items()):
+            at = _child(where, key, index)
+            if not isinstance(key, str) or not all(
+                _PATH_SEGMENT.fullmatch(part) for part in key.split("/")
+            ):
+                raise r.error(
+                    f"route {prefix!r}: a component's path after the prefix is one or more "
+                    f"segments of letters, digits, '-' and '_' (not starting with '_'), like "
+                    f"'validate' or 'tools/count'; got {key!r}",
+                    at,
+                )
+            if not _public_dotted(name):
+                raise r.error(
+                    f"route {prefix!r}: component {key!r} must name a public (dotted) name in "
+                    f"the module, like 'validate' or 'tools.count'; got {_kind(name)}",
+                    at,
+                )
+            found[key] = name
+        return found
+    raise r.error(
+        f"route {prefix!r}: 'components' must be a list of names in the module, or a mapping "
+        f"from the path after the prefix to a name in the module; got {_kind(value)}",
+        where,
+    )
 
 
 def _mock(r: _Reader, path: str, spec: Any, where: DocPath) -> MockComponent:
@@ -1160,29 +1244,74 @@ def _import_from(directory: Path | None, module_name: str) -> ModuleType:
     return importlib.import_module(f"{alias}.{rest}" if rest else alias)
 
 
-def _attribute(owner: Any, segment: str) -> Any:
-    """``owner.<segment>`` (also with ``-`` as ``_``), importing a package's submodule
-    if need be; private names are never looked up."""
-    for name in dict.fromkeys((segment, segment.replace("-", "_"))):
-        if not name.isidentifier() or name.startswith("_"):
-            continue
-        value = getattr(owner, name, _MISSING)
-        if value is not _MISSING:
-            return value
-        if isinstance(owner, ModuleType) and hasattr(owner, "__path__"):
-            submodule = f"{owner.__name__}.{name}"
-            try:
-                return importlib.import_module(submodule)
-            except ModuleNotFoundError as exc:
-                if exc.name != submodule:
-                    raise
+def _attribute(owner: Any, name: str) -> Any:
+    """``owner.<name>``, importing a package's submodule if need be; private names
+    are never looked up. Only for the dotted names a config lists explicitly."""
+    if not name.isidentifier() or name.startswith("_"):
+        return _MISSING
+    value = getattr(owner, name, _MISSING)
+    if value is not _MISSING:
+        return value
+    if isinstance(owner, ModuleType) and hasattr(owner, "__path__"):
+        submodule = f"{owner.__name__}.{name}"
+        try:
+            return importlib.import_module(submodule)
+        except ModuleNotFoundError as exc:
+            if exc.name != submodule:
+                raise
     return _MISSING
 
 
-def _public_callables(module: Any) -> list[str]:
-    return [
-        name for name, value in vars(module).items() if not name.startswith("_") and callable(value)
-    ]
+def _all_names(module: ModuleType) -> frozenset[str]:
+    """The names in ``module.__all__`` (none when it is not a list or tuple of strings)."""
+    names = vars(module).get("__all__")
+    if isinstance(names, list | tuple) and all(isinstance(n, str) for n in names):
+        return frozenset(names)
+    return frozenset()
+
+
+def _offered(module: ModuleType, name: str) -> Any:
+    """What ``module`` has under the public ``name``: its own global, or a name in its
+    ``__all__``. No submodule is imported and no module ``__getattr__`` runs for
+    other names; ``_MISSING`` for a private or absent name."""
+    if not name.isidentifier() or name.startswith("_"):
+        return _MISSING
+    value = vars(module).get(name, _MISSING)
+    if value is _MISSING and name in _all_names(module):
+        value = getattr(module, name, _MISSING)
+    return value
+
+
+def _not_offered(module: ModuleType, name: str, value: Any) -> str | None:
+    """Why ``module.<name>`` (``value``) may not be a component, or ``None`` when it
+    may: it must be defined in ``module`` (its ``__module__``) or listed in its
+    ``__all__``, and never be a module. A value that is not callable at all is left
+    to :func:`adapt`, which says what it is."""
+    if isinstance(value, ModuleType):
+        return (
+            f"{name!r} is a module; expected a function, an async function, or a node class "
+            "(a module's contents are never walked into)"
+        )
+    if not callable(value) or name in _all_names(module):
+        return None
+    origin = getattr(value, "__module__", None)
+    if isinstance(origin, str) and origin == module.__name__:
+        return None
+    where = f"module {origin!r}" if isinstance(origin, str) else "elsewhere"
+    return (
+        f"{name!r} is defined in {where}, not in {module.__name__!r}; only functions and "
+        "node classes a module defines, or lists in its __all__, are components"
+    )
+
+
+def _offered_callables(module: ModuleType) -> list[str]:
+    """The names a route or ``/python/`` path may reach in ``module`` (for did-you-mean)."""
+    found = []
+    for name in dict.fromkeys([*vars(module), *sorted(_all_names(module))]):
+        value = _offered(module, name)
+        if value is not _MISSING and callable(value) and _not_offered(module, name, value) is None:
+            found.append(name)
+    return found
 
 
 class Resolver:
@@ -1242,6 +1371,8 @@ class Resolver:
             paths.update(self.registry.paths())
         if self.config is not None:
             paths.update(self.config.mock_paths())
+            for prefix, listed in self.config.route_components.items():
+                paths.update(f"{prefix}/{rest}" for rest in listed)
         return sorted(paths)
 
     def resolve(self, path: str) -> Component:
@@ -1329,25 +1460,97 @@ class Resolver:
         module_name = config.routes[prefix]
         where = config.locations.get(prefix, config.name)
         label = f"route {prefix!r} -> module {module_name!r} ({where})"
-        segments = path[len(prefix) + 1 :].split("/")
+        rest = path[len(prefix) + 1 :]
+        segments = rest.split("/")
         if not all(segments):
             tried.append(f"{label}, but the path names no function after the prefix")
             return None
+        listed = config.route_components.get(prefix)
+        if listed is not None:
+            return self._listed_route(config, path, prefix, rest, listed, label, tried, choices)
+        if len(segments) > 1:
+            raise UnknownComponent(
+                path,
+                f"component {path!r} is not allowed: {label} reaches one name after the "
+                f"prefix, like '{prefix}/validate', and {rest!r} goes deeper (into "
+                "attributes, submodules or classes, which routes never do); to use a nested "
+                f"name, list it in the route's 'components' in {config.name}",
+                tried,
+            )
+        names = dict.fromkeys((rest, rest.replace("-", "_")))
+        if any(name.startswith("_") for name in names):
+            tried.append(
+                f"{label}, which has no {rest!r} (a name starting with '_' is private and "
+                "never a component)"
+            )
+            return None
         try:
             with _first_on_sys_path(config.directory):
-                owner: Any = _import_from(config.directory, module_name)
-                module = owner
-                for segment in segments:
-                    owner = _attribute(owner, segment)
-                    if owner is _MISSING:
-                        break
+                module = _import_from(config.directory, module_name)
         except Exception as exc:
             tried.append(f"{label}, which cannot be imported ({type(exc).__name__}: {exc})")
             return None
-        if owner is _MISSING:
-            choices.extend(f"{prefix}/{name}" for name in _public_callables(module))
-            tried.append(f"{label}, which has no {'.'.join(segments)!r}")
+        found = next(((n, v) for n in names if (v := _offered(module, n)) is not _MISSING), None)
+        if found is None:
+            choices.extend(f"{prefix}/{name}" for name in _offered_callables(module))
+            tried.append(f"{label}, which has no {rest!r}")
             return None
+        name, target = found
+        reason = _not_offered(module, name, target)
+        if reason is not None:
+            raise UnknownComponent(
+                path,
+                f"component {path!r} is not allowed: {label}: {reason}; to use it, define "
+                f"it in {module_name!r}, add it to the module's __all__, or list it in the "
+                f"route's 'components' in {config.name}",
+                tried,
+            )
+        try:
+            return adapt(target, path=path)
+        except TypeError as exc:
+            tried.append(f"{label}: {exc}")
+            return None
+
+    def _listed_route(
+        self,
+        config: ComponentConfig,
+        path: str,
+        prefix: str,
+        rest: str,
+        listed: Mapping[str, str],
+        label: str,
+        tried: list[str],
+        choices: list[str],
+    ) -> Component | None:
+        """A route whose components are listed in the config: exactly those names."""
+        key = next((k for k in (rest, rest.replace("-", "_")) if k in listed), None)
+        if key is None:
+            choices.extend(f"{prefix}/{k}" for k in listed)
+            tried.append(f"{label}, whose listed components have no {rest!r}")
+            return None
+        dotted = listed[key]
+        try:
+            with _first_on_sys_path(config.directory):
+                owner: Any = _import_from(config.directory, config.routes[prefix])
+                for part in dotted.split("."):
+                    owner = _attribute(owner, part)
+                    if owner is _MISSING:
+                        break
+        except Exception as exc:
+            tried.append(
+                f"{label}, whose listed {dotted!r} cannot be imported ({type(exc).__name__}: {exc})"
+            )
+            return None
+        if owner is _MISSING:
+            tried.append(f"{label}, which has no {dotted!r} (listed for {key!r})")
+            return None
+        if isinstance(owner, ModuleType):
+            raise UnknownComponent(
+                path,
+                f"component {path!r} is not allowed: {label}: the listed {dotted!r} is a "
+                "module; expected a function, an async function, or a node class",
+                tried,
+            )
         try:
             return adapt(owner, path=path)
         except TypeError as exc:
@@ -1421,11 +1624,11 @@ class Resolver:
             )
         spec = path[len("/python/") :]
         module_name, _, name = spec.rpartition(".")
-        if not module_name or not _MODULE_NAME.fullmatch(spec) or name.startswith("_"):
+        if not module_name or not _public_dotted(spec):
             raise UnknownComponent(
                 path,
                 f"component {path!r}: a /python/ path names a module and a public function, "
-                "like '/python/my_package.tools.clean'",
+                "like '/python/my_package.tools.clean' (no part may start with '_')",
                 tried,
             )
         allowed = self.options.python_modules
@@ -1446,11 +1649,14 @@ class Resolver:
         except Exception as exc:
             tried.append(f"{label}, which cannot be imported ({type(exc).__name__}: {exc})")
             raise self._unknown(path, f"unknown component {path!r}", tried, choices) from None
-        target = getattr(module, name, _MISSING)
+        target = _offered(module, name)
         if target is _MISSING:
             tried.append(f"{label}, which has no {name!r}")
-            options = (f"/python/{module_name}.{n}" for n in _public_callables(module))
+            options = (f"/python/{module_name}.{n}" for n in _offered_callables(module))
             raise self._unknown(path, f"unknown component {path!r}", tried, [*choices, *options])
+        reason = _not_offered(module, name, target)
+        if reason is not None:
+            raise UnknownComponent(path, f"component {path!r} is not allowed: {reason}", tried)
         try:
             return adapt(target, path=path)
         except TypeError as exc:

@@ -687,11 +687,14 @@ class LoadedFlow:
     def load_subflow(self, source: Any, where: DocPath | None = None) -> LoadedFlow:
         """Compile a nested flow (a mapping, or a path relative to this flow's folder)
         with this flow's components and options; compiled once per distinct source.
+        A path is confined as ``/builtin/load_file``'s are (see
+        :func:`~pocketbatch.loader._builtins.confined_path`), before it is read.
 
         Raises:
-            ComponentError: ``INVALID_INPUT`` when the nested flow does not load
-                (at load time, for a sub-flow written in the file, the
-                :class:`LoadError` itself, with its line and column).
+            ComponentError: ``INVALID_INPUT`` when the nested flow does not load,
+                ``PERMISSION_DENIED`` for a path outside the root (at load time, for
+                a sub-flow written in the file, a :class:`LoadError` with its line
+                and column instead).
         """
         key = source if isinstance(source, str) else json.dumps(source, sort_keys=True, default=str)
         found = self._subflows.get(key)
@@ -974,7 +977,18 @@ def _load(
 
     def subflow(source: Any, owner: LoadedFlow, where: DocPath | None) -> LoadedFlow:
         if isinstance(source, str):
-            sub_doc = read_document((owner.flow_dir or Path.cwd()) / source)
+            # Confined like /builtin/load_file, and checked before the file is read.
+            from pocketbatch.loader._builtins import confined_path
+
+            try:
+                file = confined_path(
+                    source, owner.options, owner.flow_dir, what="nested flow", base=owner.flow_dir
+                )
+            except ComponentError as exc:
+                if where is None:
+                    raise
+                raise doc.error(exc.message, where) from None
+            sub_doc = read_document(file)
         elif isinstance(source, dict):
             # Written in this file: keep its positions, so errors point into the file.
             inside = len(where) if where is not None else None

@@ -779,6 +779,24 @@ async def test_load_file_refuses_paths_outside_the_root(tree: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_load_file_refusal_does_not_tell_whether_an_outside_file_exists(tree: Path) -> None:
+    """An outside path gets the same message whether it exists, is missing, is a
+    symlink loop, or is reached through a symlink inside: only the path as given
+    and the root, never where it leads."""
+    (tree.parent / "loop").symlink_to(tree.parent / "loop")
+    (tree / "data" / "innocent.json").symlink_to(tree.parent / "secret.json")
+    ctx = make_ctx(flow_dir=tree)
+    given = ["../secret.json", "../nope.json", "../loop", "data/innocent.json"]
+    messages = set()
+    for path in given:
+        err = await fails(LoadFile(), {"path": path}, ctx)
+        assert err.code == "PERMISSION_DENIED", path
+        assert "secret.json" not in err.message.replace(repr(path), ""), path
+        messages.add(err.message.replace(repr(path), "<path>"))
+    assert len(messages) == 1, messages
+
+
+@pytest.mark.asyncio
 async def test_load_file_refuses_an_escape_from_load_file_root(tree: Path) -> None:
     ctx = make_ctx(flow_dir=tree, load_file_root=tree / "data")
     err = await fails(LoadFile(), {"path": "../data/../data/../../secret.json"}, ctx)

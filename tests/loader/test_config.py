@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pocketbatch import load_flow
 from pocketbatch._errors import ComponentError, LoadError
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._registry import (
@@ -184,13 +185,15 @@ async def test_route_imports_the_module_from_the_config_directory(project: Path)
 
 @pytest.mark.asyncio
 async def test_route_path_forms(project: Path) -> None:
-    """Dashes become underscores, deeper paths are attributes, node classes and submodules work."""
+    """Dashes become underscores, node classes work; deeper paths (attributes of a
+    class, submodules) are refused unless the route lists them."""
     found = resolver(load_config(project))
     assert await call(found.resolve("/data/clean-text"), "  x ") == "x"
     assert await call(found.resolve("/data/clean_text"), " y") == "y"
-    assert await call(found.resolve("/data/tools/count"), [1, 2, 3]) == 3
     assert await call(found.resolve("/data/Double"), 21) == 42
-    assert await call(found.resolve("/pkg/data/validate"), {}) == {"valid": False}
+    for nested in ("/data/tools/count", "/pkg/data/validate"):
+        with pytest.raises(UnknownComponent, match="is not allowed"):
+            found.resolve(nested)
 
 
 @pytest.mark.parametrize(
@@ -204,8 +207,8 @@ async def test_route_path_forms(project: Path) -> None:
         ),
         ("/data/_private", "which has no '_private'"),
         ("/data/LIMIT", "component '/data/LIMIT': expected a function"),
-        ("/pkg/broken/f", "which cannot be imported (RuntimeError: broken on import)"),
-        ("/pkg/missing/f", "which has no 'missing.f'"),
+        ("/pkg/broken/f", "'broken/f' goes deeper (into attributes, submodules or classes"),
+        ("/pkg/missing/f", "'missing/f' goes deeper"),
         ("/data", "the routes in pocketbatch.yaml (no prefix matches)"),
         ("/data/", "but the path names no function after the prefix"),
     ],
@@ -215,6 +218,231 @@ def test_route_failures(project: Path, path: str, expected: str) -> None:
     with pytest.raises(UnknownComponent) as info:
         resolver(load_config(project)).resolve(path)
     assert expected.format(file=project) in info.value.message
+
+
+# --------------------------------------------------------------------------- what routes reach
+
+COOKBOOK_CONFIG = Path(__file__).parents[2] / "cookbook" / "data-pipeline" / "pocketbatch.yaml"
+
+EXPLOIT_FLOW = """\
+steps:
+  - id: x
+    component: {component}
+    input: "__import__('subprocess').getoutput('id')"
+output: {{$step: x}}
+"""
+
+EXPOSURE_MODULE = """\
+import re
+import subprocess
+from builtins import eval
+from subprocess import getoutput
+
+from pocketbatch import Node
+
+run_eval = eval
+shell = getoutput
+
+
+def validate(record):
+    return {"valid": "id" in record}
+
+
+class Tools:
+    @staticmethod
+    def count(items):
+        return len(items)
+"""
+
+
+def test_the_reported_exploit_is_a_load_error_with_the_cookbook_config() -> None:
+    """Issue 10: with the cookbook's own config (routes: {/data: components}), the
+    path '/data/re/enum/bltns/eval' walked module attributes to builtins.eval. It is
+    now a load error naming the path, even before anything is imported or run."""
+    flow = EXPLOIT_FLOW.format(component="/data/re/enum/bltns/eval")
+    with pytest.raises(LoadError) as info:
+        load_flow(flow, config=COOKBOOK_CONFIG, allow_python_imports=False)
+    message = str(info.value)
+    assert message.startswith("<string>:3:5: step 'x': component '/data/re/enum/bltns/eval'")
+    assert "is not allowed" in message
+    assert "goes deeper" in message
+    assert (info.value.line, info.value.column) == (3, 5)
+
+
+@pytest.fixture
+def exposure(tmp_path: Path, fresh_modules: None) -> Path:
+    """A folder with a routed module that imports modules, functions and builtins."""
+    write(tmp_path, "pb_exposure_mod.py", EXPOSURE_MODULE)
+    write(tmp_path, "pocketbatch.yaml", "routes:\n  /data: pb_exposure_mod\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("component", "expected"),
+    [
+        ("/data/re/enum/bltns/eval", "'re/enum/bltns/eval' goes deeper"),
+        ("/data/re", "'re' is a module"),
+        ("/data/subprocess", "'subprocess' is a module"),
+        ("/data/getoutput", "'getoutput' is defined in module 'subprocess'"),
+        ("/data/shell", "'shell' is defined in module 'subprocess'"),
+        ("/data/eval", "'eval' is defined in module 'builtins'"),
+        ("/data/run-eval", "'run_eval' is defined in module 'builtins'"),
+        ("/data/Node", "'Node' is defined in module 'pocketbatch.core._node'"),
+        ("/data/validate/__globals__", "'validate/__globals__' goes deeper"),
+        ("/data/validate/__class__", "'validate/__class__' goes deeper"),
+        ("/data/Tools/count", "'Tools/count' goes deeper"),
+        ("/data/Tools/__init__/__globals__", "goes deeper"),
+        ("/data/__class__", "which has no '__class__' (a name starting with '_' is private"),
+        ("/data/__globals__", "which has no '__globals__'"),
+        ("/data/__builtins__", "which has no '__builtins__'"),
+        ("/data/__dict__", "which has no '__dict__'"),
+    ],
+)
+def test_routes_reach_only_what_the_module_defines(
+    exposure: Path, component: str, expected: str
+) -> None:
+    """Imported modules, imported or re-exported functions and builtins, anything
+    private and anything nested are load errors that name the path and the step."""
+    flow = write(exposure, "flow.yaml", EXPLOIT_FLOW.format(component=component))
+    with pytest.raises(LoadError) as info:
+        load_flow(flow, allow_python_imports=False)
+    message = str(info.value)
+    assert message.startswith(f"{flow}:3:5: step 'x': ")
+    assert repr(component) in message
+    assert expected in message
+
+
+@pytest.mark.asyncio
+async def test_routes_still_reach_what_the_module_defines(exposure: Path) -> None:
+    """The module's own functions resolve; did-you-mean suggests only those."""
+    found = resolver(load_config(exposure / "pocketbatch.yaml"))
+    assert await call(found.resolve("/data/validate"), {"id": 1}) == {"valid": True}
+    with pytest.raises(UnknownComponent) as info:
+        found.resolve("/data/getoutptu")
+    assert "getoutput" not in info.value.message
+    with pytest.raises(UnknownComponent, match=r"did you mean '/data/validate'\?"):
+        found.resolve("/data/validat")
+
+
+@pytest.mark.asyncio
+async def test_routes_reach_names_the_module_exports_in_all(
+    tmp_path: Path, fresh_modules: None
+) -> None:
+    """A name listed in the module's __all__ is exported on purpose, wherever it is
+    defined; other imported names are not."""
+    write(tmp_path, "pb_exporting_mod.py", "from json import dumps, loads\n__all__ = ['dumps']\n")
+    config = load_config(write(tmp_path, "pocketbatch.yaml", "routes:\n  /x: pb_exporting_mod\n"))
+    found = resolver(config)
+    assert await call(found.resolve("/x/dumps"), [1]) == "[1]"
+    with pytest.raises(UnknownComponent, match="'loads' is defined in module 'json'"):
+        found.resolve("/x/loads")
+
+
+@pytest.mark.asyncio
+async def test_two_folders_with_same_named_modules_keep_their_own_functions(
+    tmp_path: Path, fresh_modules: None
+) -> None:
+    """The second 'components' is loaded under a private alias; its functions are
+    still defined in the routed module, so the rule lets them through."""
+    found = []
+    for name in ("a", "b"):
+        write(tmp_path, f"{name}/components.py", f"def who(x):\n    return {name!r}\n")
+        config = write(tmp_path, f"{name}/pocketbatch.yaml", "routes:\n  /c: components\n")
+        found.append(await call(resolver(load_config(config)).resolve("/c/who"), None))
+    assert found == ["a", "b"]
+
+
+def test_a_refused_walk_imports_nothing(project: Path) -> None:
+    """'/pkg/broken/f' is refused from its shape: the submodule is never imported."""
+    with pytest.raises(UnknownComponent, match="is not allowed"):
+        resolver(load_config(project)).resolve("/pkg/broken/f")
+    assert "my_components.broken" not in sys.modules
+
+
+LISTED_CONFIG = """\
+routes:
+  /data: pb_exposure_mod
+  /listed:
+    module: pb_exposure_mod
+    components: [validate, Tools.count]
+  /mapped:
+    module: pb_exposure_mod
+    components:
+      count: Tools.count
+      check/valid: validate
+      re: re
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_route_may_list_its_components_explicitly(exposure: Path) -> None:
+    """A route's 'components' (a list of dotted names, or path -> dotted name) reaches
+    exactly those names, nested ones included, and nothing else."""
+    config = load_config(write(exposure, "pocketbatch.yaml", LISTED_CONFIG))
+    assert config.routes["/listed"] == "pb_exposure_mod"
+    assert config.route_components == {
+        "/listed": {"validate": "validate", "Tools/count": "Tools.count"},
+        "/mapped": {"count": "Tools.count", "check/valid": "validate", "re": "re"},
+    }
+    found = resolver(config)
+    assert await call(found.resolve("/listed/Tools/count"), [1, 2]) == 2
+    assert await call(found.resolve("/listed/validate"), {}) == {"valid": False}
+    assert await call(found.resolve("/mapped/count"), [1]) == 1
+    assert await call(found.resolve("/mapped/check/valid"), {"id": 2}) == {"valid": True}
+    assert "/mapped/check/valid" in found.known_paths()
+    with pytest.raises(UnknownComponent, match="whose listed components have no 'getoutput'"):
+        found.resolve("/listed/getoutput")
+    with pytest.raises(UnknownComponent, match=r"did you mean '/mapped/count'\?"):
+        found.resolve("/mapped/cuont")
+    with pytest.raises(UnknownComponent, match="the listed 're' is a module"):
+        found.resolve("/mapped/re")
+    with pytest.raises(UnknownComponent, match="goes deeper"):
+        found.resolve("/data/Tools/count")  # the plain route is unchanged
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "routes:\n  /x:\n    module: m\n    components: [_secret]\n",
+            "4:18: route '/x': a listed component must be a public (dotted) name",
+        ),
+        (
+            "routes:\n  /x:\n    module: m\n    components: [validate.__globals__]\n",
+            "4:18: route '/x': a listed component must be a public (dotted) name",
+        ),
+        (
+            "routes:\n  /x:\n    module: m\n    components: {f: Tools.__dict__}\n",
+            "4:18: route '/x': component 'f' must name a public (dotted) name",
+        ),
+        (
+            "routes:\n  /x:\n    module: m\n    components: {_f: f}\n",
+            "4:18: route '/x': a component's path after the prefix is one or more segments",
+        ),
+        (
+            "routes:\n  /x:\n    module: m\n    components: {a//b: f}\n",
+            "a component's path after the prefix",
+        ),
+        (
+            "routes:\n  /x:\n    module: m\n    components: validate\n",
+            "4:5: route '/x': 'components' must be a list of names in the module",
+        ),
+        (
+            "routes:\n  /x:\n    components: [f]\n",
+            "2:3: route '/x' must name a Python module",
+        ),
+        (
+            "routes:\n  /x:\n    modul: m\n",
+            "3:5: unknown key 'modul' in route '/x' (did you mean 'module'?)",
+        ),
+    ],
+)
+def test_listed_route_components_errors(tmp_path: Path, text: str, expected: str) -> None:
+    """Mistakes in a route's explicit components are config errors at their position."""
+    path = write(tmp_path, "pocketbatch.yaml", text)
+    with pytest.raises(LoadError) as info:
+        load_config(path)
+    assert expected in str(info.value)
 
 
 def test_route_to_a_missing_module_leaves_sys_path_alone(

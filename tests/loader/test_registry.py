@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pocketbatch import AsyncNode, Node
-from pocketbatch._errors import ComponentError
+from pocketbatch import AsyncNode, Node, load_flow
+from pocketbatch._errors import ComponentError, LoadError
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._registry import (
     ComponentConfig,
@@ -480,6 +484,87 @@ def test_python_import_failures(path: str, expected: str) -> None:
         resolver.resolve(path)
     assert expected in info.value.message
     assert path in info.value.message
+
+
+PB_PY_MOD = """\
+import re
+from builtins import eval
+from subprocess import getoutput
+
+run_eval = eval
+
+
+def shout(text):
+    return text.upper()
+"""
+
+
+@pytest.fixture
+def py_mod(tmp_path: Path) -> Iterator[Path]:
+    """A module pb_py_mod beside the flow that imports a module, a function and a builtin."""
+    (tmp_path / "pb_py_mod.py").write_text(PB_PY_MOD, encoding="utf-8")
+    yield tmp_path
+    sys.modules.pop("pb_py_mod", None)
+
+
+@pytest.mark.parametrize("allowed", [None, frozenset({"pb_py_mod"})])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/python/pb_py_mod.getoutput", "'getoutput' is defined in module 'subprocess'"),
+        ("/python/pb_py_mod.eval", "'eval' is defined in module 'builtins'"),
+        ("/python/pb_py_mod.run_eval", "'run_eval' is defined in module 'builtins'"),
+        ("/python/pb_py_mod.re", "'re' is a module"),
+        ("/python/pb_py_mod.__builtins__", "no part may start with '_'"),
+        ("/python/pb_py_mod.shout.__globals__", "no part may start with '_'"),
+        ("/python/pb_py_mod.shout.upper", "cannot be imported"),
+        ("/python/pb_py_mod.re.enum.bltns.eval", "cannot be imported"),
+    ],
+)
+def test_python_imports_reach_only_what_the_module_defines(
+    py_mod: Path, allowed: frozenset[str] | None, path: str, expected: str
+) -> None:
+    """/python/<module>.<name> (with or without --allow-module) takes the name from
+    the module itself: imported modules, functions and builtins are refused, and the
+    module part is imported, never walked through attributes."""
+    options = LoaderOptions(python_modules=allowed)
+    resolver = Resolver(None, None, options, {}, base_dir=py_mod)
+    with pytest.raises(UnknownComponent) as info:
+        resolver.resolve(path)
+    assert repr(path) in info.value.message
+    assert expected in info.value.message
+
+
+@pytest.mark.asyncio
+async def test_python_imports_reach_defined_and_exported_functions(py_mod: Path) -> None:
+    """A function the module defines, or lists in __all__ (os.path's exists comes
+    from genericpath), still resolves."""
+    resolver = Resolver(None, None, LoaderOptions(), {}, base_dir=py_mod)
+    assert await call(resolver.resolve("/python/pb_py_mod.shout"), "hi") == "HI"
+    assert await call(resolver.resolve("/python/os.path.exists"), os.sep) is True
+
+
+def test_python_import_of_a_private_module_is_refused() -> None:
+    """No part of a /python/ path may start with '_', the module's included."""
+    resolver = Resolver(None, None, LoaderOptions(), {})
+    with pytest.raises(UnknownComponent, match="no part may start with '_'"):
+        resolver.resolve("/python/concurrent.futures._base.wait")
+
+
+def test_python_import_refusal_is_a_load_error_naming_the_path(py_mod: Path) -> None:
+    """Through load_flow with --allow-module's options: a load error at the step."""
+    flow = py_mod / "flow.yaml"
+    flow.write_text(
+        "steps:\n  - id: x\n    component: /python/pb_py_mod.getoutput\n    input: id\n"
+        "output: {$step: x}\n",
+        encoding="utf-8",
+    )
+    options = LoaderOptions(python_modules=frozenset({"pb_py_mod"}))
+    with pytest.raises(LoadError) as info:
+        load_flow(flow, options=options)
+    assert str(info.value).startswith(
+        f"{flow}:3:5: step 'x': component '/python/pb_py_mod.getoutput' is not allowed"
+    )
 
 
 def test_python_import_suggests_a_close_function() -> None:

@@ -170,3 +170,81 @@ async def test_a_bad_jsonl_header_is_refused(
     )
     assert response.status_code == status
     assert "line 1" in response.json()["detail"]
+
+
+COOKBOOK_CONFIG = Path(__file__).parents[2] / "cookbook" / "data-pipeline" / "pocketbatch.yaml"
+
+ORDER = {"order_id": "ORD-1", "customer": "Ada", "email": "ada@example.com", "country": "GB"}
+ORDER |= {"amount": 1.5, "currency": "GBP"}
+
+EXPLOIT = """\
+steps:
+  - id: x
+    component: /data/re/enum/bltns/eval
+    input: "__import__('subprocess').getoutput('id')"
+output: {$step: x}
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("endpoint", ["/api/v1/runs", "/api/v1/batches"])
+async def test_the_route_walk_exploit_is_a_422_naming_the_path(
+    tmp_path: Path, endpoint: str
+) -> None:
+    """Issue 10: with the cookbook's config as --config, a submitted flow reached
+    builtins.eval through '/data/re/enum/bltns/eval'. Now the flow does not load."""
+    settings = ServerSettings(db=tmp_path / "pb.db", config=COOKBOOK_CONFIG)
+    async for client in _client(settings):
+        body: dict[str, Any] = {"flow": EXPLOIT}
+        body.update({"input": {}} if endpoint.endswith("runs") else {"inputs": [{}]})
+        response = await client.post(endpoint, json=body)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert "component '/data/re/enum/bltns/eval' is not allowed" in detail
+        assert "uid=" not in response.text
+        # The cookbook's own components are still there.
+        flow = "steps:\n  - {id: v, component: /data/validate, input: {$input: $}}\n"
+        flow += "output: {$step: v, path: order.order_id}\n"
+        ok = await client.post("/api/v1/runs", json={"flow": flow, "input": ORDER})
+        assert ok.json() == {"outcome": "success", "result": "ORD-1"}, ok.text
+
+
+@pytest.mark.asyncio
+async def test_sub_flow_paths_are_confined_to_the_data_dir(tmp_path: Path) -> None:
+    """/builtin/eval and /builtin/map read sub-flow files only under --data-dir, as
+    /builtin/load_file does; outside, the answer does not depend on whether the
+    file exists and never shows its content."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "inner.yaml").write_text("output: {doubled: {$input: x}}\n")
+    (tmp_path / "secret.yaml").write_text("root:x:0:0:s3cret:/root:/bin/bash\n")
+    settings = ServerSettings(db=tmp_path / "pb.db", data_dir=data)
+
+    def flow(component: str, key: str, source: str) -> str:
+        more = "input: {x: 2}" if key == "flow" else "items: [{x: 2}]"
+        return (
+            f"steps:\n  - id: s\n    component: {component}\n"
+            f"    input: {{{key}: {source}, {more}}}\noutput: {{$step: s}}\n"
+        )
+
+    async for client in _client(settings):
+        for component, key in (("/builtin/eval", "flow"), ("/builtin/map", "workflow")):
+            details = set()
+            for source in ("../secret.yaml", "../missing.yaml", str(tmp_path / "secret.yaml")):
+                text = flow(component, key, f"'{source}'")
+                response = await client.post("/api/v1/runs", json={"flow": text, "input": {}})
+                assert response.status_code == 422, response.text
+                assert "s3cret" not in response.text
+                details.add(response.json()["detail"].replace(repr(source), "<path>"))
+                dynamic = flow(component, key, "{$input: path}")
+                response = await client.post(
+                    "/api/v1/runs", json={"flow": dynamic, "input": {"path": source}}
+                )
+                error = response.json()["error"]
+                assert error["code"] == "PERMISSION_DENIED", response.text
+                assert "s3cret" not in response.text
+                details.add(error["message"].replace(repr(source), "<path>"))
+            assert len(details) == 2, details  # one at load time, one at run time
+        inside = flow("/builtin/eval", "flow", "inner.yaml")  # relative to --data-dir
+        ok = await client.post("/api/v1/runs", json={"flow": inside, "input": {}})
+        assert ok.json()["result"]["result"]["result"] == {"doubled": 2}, ok.text
