@@ -105,11 +105,24 @@ def _flow_text(flow: str | os.PathLike[str]) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _inputs_body(inputs: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
-    """A JSONL file's text as ``inputs_jsonl`` (bad lines become records naming their line)."""
+def _submission(
+    flow: str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Iterable[Any],
+    max_concurrent: int,
+) -> dict[str, Any]:
+    """The ``POST /batches`` request (httpx arguments) for a batch.
+
+    A JSONL file goes byte for byte, as a JSONL body after a line of settings, so
+    the server reads its lines as ``run-batch`` reads the file (invalid UTF-8, a
+    bare ``\\r``: the same records); a list of inputs goes as JSON.
+    """
+    settings = {"flow": _flow_text(flow), "max_concurrent": max_concurrent}
     if isinstance(inputs, str | os.PathLike):
-        return {"inputs_jsonl": Path(inputs).read_text(encoding="utf-8")}
-    return {"inputs": list(inputs)}
+        import orjson
+
+        body = orjson.dumps(settings) + b"\n" + Path(inputs).read_bytes()
+        return {"content": body, "headers": {"Content-Type": "application/x-ndjson"}}
+    return {"json": {**settings, "inputs": list(inputs)}}
 
 
 def _error(response: httpx.Response) -> ServerError:
@@ -244,16 +257,17 @@ class Client:
 
         Args:
             flow: a flow file's path, or the flow's YAML/JSON text.
-            inputs: a JSONL file's path (sent as text, so a bad line becomes a failed
-                record naming its line), or the inputs themselves (a list).
+            inputs: a JSONL file's path (sent byte for byte, so each line gives the
+                record ``run-batch`` gives it: a bad line becomes a failed record naming
+                its line), or the inputs themselves (a list).
             max_concurrent: inputs of this batch in flight at once.
 
         Example:
             >>> client.submit_batch("flow.yaml", [{"n": 1}, {"n": 2}])  # doctest: +SKIP
             '5bde5c0ab7154c3dbdc4ae11ce2bc649'
         """
-        body = {"flow": _flow_text(flow), **_inputs_body(inputs), "max_concurrent": max_concurrent}
-        return str(self._request("POST", "/batches", retry=False, json=body)["batch_id"])
+        request = _submission(flow, inputs, max_concurrent)
+        return str(self._request("POST", "/batches", retry=False, **request)["batch_id"])
 
     def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """A batch's status and counts (``status``, ``total``, ``done``, ``failed``, ...).
@@ -440,8 +454,8 @@ class AsyncClient:
         max_concurrent: int = 16,
     ) -> str:
         """See :meth:`Client.submit_batch`."""
-        body = {"flow": _flow_text(flow), **_inputs_body(inputs), "max_concurrent": max_concurrent}
-        return str((await self._request("POST", "/batches", retry=False, json=body))["batch_id"])
+        request = _submission(flow, inputs, max_concurrent)
+        return str((await self._request("POST", "/batches", retry=False, **request))["batch_id"])
 
     async def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """See :meth:`Client.get_batch`."""

@@ -419,6 +419,38 @@ def test_cli_submit_batch_wait_output_file(
     assert out.read_bytes() == local_records
 
 
+# CRLF; a bare \r inside line 2 (one line, as run-batch reads it, not two); a blank
+# line; invalid UTF-8; an integer beyond 64 bits; no final newline.
+ODD_LINES = (
+    b'{"n": 1}\r\n{"n": 2}\r{"n": 3}\n\n{"n": "\xff"}\n'
+    b'{"n": 123456789012345678901234567890}\r\n{"n": 4}'
+)
+
+
+@pytest.mark.parametrize(
+    "lines", [ODD_LINES, ODD_LINES.replace(b"\xff", b"x")], ids=["bad-utf8", "utf8"]
+)
+def test_cli_submit_batch_reads_lines_as_run_batch_does(
+    server: Server, tmp_path: Path, lines: bytes
+) -> None:
+    """submit-batch used to crash on invalid UTF-8 and to split lines at a bare \\r (more
+    records than run-batch): the file now goes byte for byte, the records are run-batch's."""
+    flow = tmp_path / "echo.yaml"
+    flow.write_text("output: {$input: n}\n")
+    inputs = tmp_path / "odd.jsonl"
+    inputs.write_bytes(lines)
+    local = pb("run-batch", "--flow", flow, "--inputs", inputs, "--no-progress")
+    assert local.code == 1, local.err
+    assert local.raw.count(b"\n") == 5
+    ran = pb("submit-batch", "--url", server.url, "--flow", flow, "--inputs", inputs, "--wait")
+    assert "Traceback" not in ran.err, ran.err
+    assert ran.code == 1, ran.err
+    assert ran.raw == local.raw
+    with Client(server.url) as client:  # the Python client sends the file the same way
+        batch_id = client.submit_batch(flow, inputs)
+        assert b"".join(line + b"\n" for line in client.outputs(batch_id, wait=True)) == local.raw
+
+
 def test_cli_all_succeeded_exits_0(server: Server, tmp_path: Path) -> None:
     inputs = tmp_path / "ok.jsonl"
     inputs.write_text("".join(INPUTS.read_text().splitlines(keepends=True)[:2]))

@@ -4,6 +4,15 @@ Reading yields one item per non-blank input line, in order. A line that is not
 JSON, or not a JSON object, becomes an :class:`~pocketbatch.batch.InputProblem`
 naming its line number, so it fails its own record and the batch goes on.
 
+What a line is has one definition here (:func:`input_lines`), used by
+``run-batch``, the server and the client alike: lines end at ``b"\\n"`` only
+(a bare ``b"\\r"`` is part of its line), the line ending and a ``b"\\r"`` before
+it are dropped, and a line of only ASCII whitespace is blank: skipped, though
+counted in the line numbers. Lines stay bytes until :func:`parse_line` reads
+them as strict UTF-8 JSON, so invalid UTF-8 fails that line's record alone.
+Integers beyond 64 bits are kept exact both ways (:func:`loads_json`,
+:func:`dumps_json`).
+
 Output records are one JSON object per line, in input order::
 
     {"index": 0, "outcome": "success", "result": ...}
@@ -16,8 +25,9 @@ prefix of the full one (plus, after a hard kill, maybe one torn last line).
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -34,6 +44,10 @@ __all__ = (
     "ResumeError",
     "Resumed",
     "count_inputs",
+    "dumps_json",
+    "encode_record",
+    "input_lines",
+    "loads_json",
     "non_finite",
     "parse_line",
     "read_inputs",
@@ -56,12 +70,35 @@ class Line:
     value: Any
 
 
+def input_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(line number, line)`` for each non-blank JSONL line of ``data``, lazily.
+
+    The one definition of a JSONL input line (see the module's docstring): split
+    on ``b"\\n"`` only, the ending (and a ``b"\\r"`` before it) removed, blank
+    lines skipped but counted. The bytes are not decoded: :func:`parse_line` does.
+
+    Example:
+        >>> list(input_lines(b'{"a": 1}\\r\\n\\n \\n{"b": 2}\\r{"c": 3}\\n\\xff'))
+        [(1, b'{"a": 1}'), (4, b'{"b": 2}\\r{"c": 3}'), (5, b'\\xff')]
+    """
+    return _numbered(io.BytesIO(data))
+
+
+def _numbered(stream: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a binary stream (whose iteration splits on b"\\n" only)."""
+    for number, raw in enumerate(stream, start=1):
+        line = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if line.strip():
+            yield number, line
+
+
 def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProblem]:
     """Yield each non-blank line of ``path`` as a :class:`Line`, lazily.
 
     A line that is not a JSON object yields an :class:`InputProblem`
     (``INVALID_JSON`` or ``INVALID_INPUT``) naming the line. The first ``skip``
     inputs (non-blank lines) are passed over without parsing, for resuming.
+    Lines are as :func:`input_lines` defines them.
 
     Example:
         >>> import pathlib, tempfile
@@ -73,9 +110,7 @@ def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProb
 
     seen = 0
     with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
+        for number, raw in _numbered(stream):
             seen += 1
             if seen <= skip:
                 continue
@@ -85,29 +120,57 @@ def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProb
 def parse_line(number: int, raw: bytes) -> Line | InputProblem:
     """One input line as a :class:`Line`, or the :class:`InputProblem` that names it.
 
+    The bytes are read as strict UTF-8 JSON (:func:`loads_json`: integers beyond
+    64 bits stay exact).
+
     Example:
         >>> parse_line(4, b"[1]")
         InputProblem(code='INVALID_INPUT', message='line 4: expected a JSON object, got array')
+        >>> parse_line(2, b'{"n": 123456789012345678901234567890}').value
+        {'n': 123456789012345678901234567890}
     """
-    import orjson
-
     # Without its line ending, so an error's position is within the line (and the
     # same whether the line came from a file or from a request body).
     raw = raw.removesuffix(b"\n").removesuffix(b"\r")
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        value = loads_json(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError is one
         return InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
     if not isinstance(value, dict):
         return InputProblem(
             "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
         )
+    return Line(number, value)
+
+
+def loads_json(data: bytes | str) -> Any:
+    """Parse JSON (strict UTF-8) with orjson, keeping integers beyond 64 bits exact.
+
+    orjson reads such integers as floats; a document holding a float that big is
+    read again by the standard library, which keeps them exact. Numbers beyond
+    the range of a double are refused, as orjson refuses them.
+
+    Raises:
+        ValueError: not JSON (an ``orjson.JSONDecodeError`` with its position), or
+            nested too deeply to read exactly.
+
+    Example:
+        >>> loads_json(b'{"n": -123456789012345678901234567890, "f": 1.5}')
+        {'n': -123456789012345678901234567890, 'f': 1.5}
+    """
+    import orjson
+
+    value = orjson.loads(data)
     if _has_huge_number(value):
-        # orjson reads integers beyond 64 bits as floats: keep them exact.
         import json
 
-        value = json.loads(raw)
-    return Line(number, value)
+        try:
+            value = json.loads(data)
+        except RecursionError:
+            raise ValueError(
+                "nested too deeply to read its integers beyond 64 bits exactly"
+            ) from None
+    return value
 
 
 def _json_kind(value: Any) -> str:
@@ -127,13 +190,17 @@ _HUGE = float(2**63)
 
 
 def _any_float(value: Any, test: Callable[[float], bool]) -> bool:
-    """Whether some float inside the JSON ``value`` passes ``test``."""
-    if isinstance(value, float):
-        return test(value)
-    if isinstance(value, dict):
-        return any(_any_float(v, test) for v in value.values())
-    if isinstance(value, list):
-        return any(_any_float(v, test) for v in value)
+    """Whether some float inside the JSON ``value`` passes ``test`` (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if test(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
     return False
 
 
@@ -165,7 +232,7 @@ def with_line(result: FlowResult, number: int) -> FlowResult:
 def count_inputs(path: str | Path) -> int:
     """How many inputs (non-blank lines) ``path`` holds: for progress and ETA."""
     with open(path, "rb") as stream:
-        return sum(1 for raw in stream if raw.strip())
+        return sum(1 for _ in _numbered(stream))
 
 
 def record(index: int, result: FlowResult) -> dict[str, Any]:
@@ -177,6 +244,92 @@ def record(index: int, result: FlowResult) -> dict[str, Any]:
         {'index': 3, 'outcome': 'success', 'result': {'n': 1}}
     """
     return {"index": index, **result.to_dict()}
+
+
+def dumps_json(value: Any) -> bytes:
+    """``value`` as compact JSON bytes (orjson's layout), integers of any size exact.
+
+    orjson writes what it can; an integer beyond 64 bits, which orjson refuses, is
+    written exactly in the same layout; what orjson cannot write at all (keys that
+    are not strings, nesting beyond its 254 levels) the standard library writes.
+    NaN and infinities are not looked for here (see :func:`non_finite`).
+
+    Raises:
+        TypeError: ``value`` is not JSON (a set, an object...): orjson's message.
+        ValueError: nested too deeply to write.
+
+    Example:
+        >>> dumps_json({"n": 2**70, "f": [1.5, None]})
+        b'{"n":1180591620717411303424,"f":[1.5,null]}'
+    """
+    import orjson
+
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        refused = exc
+    try:
+        return orjson.dumps(_big_ints_as_fragments(value))
+    except (TypeError, ValueError, RecursionError):
+        pass
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode()
+    except RecursionError:
+        raise ValueError("nested too deeply to write as JSON") from None
+    except (TypeError, ValueError):
+        raise refused from None
+
+
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+
+
+def _big_ints_as_fragments(value: Any) -> Any:
+    """``value`` with each integer beyond orjson's 64 bits as pre-written JSON."""
+    import orjson
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _INT64_MIN <= value < _UINT64_END:
+            return value
+        return orjson.Fragment(int.__repr__(value).encode())
+    if isinstance(value, dict):
+        return {key: _big_ints_as_fragments(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints_as_fragments(item) for item in value]
+    return value
+
+
+def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
+    """A record (or a FlowResult's dict) as one JSON line without its newline, and
+    whether it had to become an ``INVALID_OUTPUT`` failure.
+
+    A result that JSON cannot hold (a set, an object, NaN or an infinity, nesting
+    too deep) fails its own record, keeping its ``index``: it never stops a batch.
+    ``run-batch``, the server's batches and ``POST /runs`` all write through here.
+
+    Example:
+        >>> encode_record({"index": 0, "outcome": "success", "result": 2**64})
+        (b'{"index":0,"outcome":"success","result":18446744073709551616}', False)
+        >>> line, failed = encode_record({"outcome": "success", "result": {1, 2}})
+        >>> failed, line[:60]
+        (True, b'{"outcome":"failed","error":{"code":"INVALID_OUTPUT","messag')
+    """
+    problem = None
+    try:
+        line = dumps_json(record)
+    except (TypeError, ValueError) as exc:
+        problem = f"the result is not JSON: {exc}"
+    if problem is None and non_finite(record.get("result")):
+        problem = "the result holds NaN or Infinity, which JSON cannot represent"
+    if problem is None:
+        return line, False
+    import orjson
+
+    failed = {"index": record["index"]} if "index" in record else {}
+    failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
+    return orjson.dumps(failed), True
 
 
 class JsonlWriter:
@@ -205,30 +358,10 @@ class JsonlWriter:
         self.failed_outputs = 0  # records turned into INVALID_OUTPUT failures
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write one record as one line."""
-        import orjson
-
-        problem = None
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError as exc:
-            try:  # integers beyond 64 bits: the standard library writes them exactly
-                import json
-
-                line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
-            except (TypeError, ValueError):
-                problem = f"the result is not JSON: {exc}"
-        if problem is None and non_finite(record.get("result")):
-            problem = "the result holds NaN or Infinity, which JSON cannot represent"
-        if problem is not None:  # fail the record, keep the line
-            self.failed_outputs += 1
-            failed = {
-                "index": record.get("index"),
-                "outcome": "failed",
-                "error": {"code": "INVALID_OUTPUT", "message": problem},
-            }
-            line = orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE)
-        self._stream.write(line)
+        """Write one record as one line (see :func:`encode_record`)."""
+        line, failed = encode_record(record)
+        self.failed_outputs += failed
+        self._stream.write(line + b"\n")
         self._stream.flush()
         self.written += 1
 

@@ -79,12 +79,12 @@ def create_app(settings: ServerSettings) -> Any:
     """
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
-        from fastapi.responses import JSONResponse, StreamingResponse
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
     except ImportError:
         raise MissingExtraError("pocketbatch serve", "server") from None
-    import orjson
 
     from pocketbatch import __version__
+    from pocketbatch.batch._jsonl import dumps_json, encode_record, input_lines, loads_json
     from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
     from pocketbatch.server._manager import BatchManager
     from pocketbatch.server._store import Store
@@ -157,13 +157,14 @@ def create_app(settings: ServerSettings) -> Any:
             )
         return raw
 
-    def jsonl_submission(raw: bytes) -> dict[str, Any]:
+    def jsonl_submission(raw: bytes) -> tuple[dict[str, Any], bytes]:
         """A JSONL body: the first line holds the settings ({flow, max_concurrent}),
-        each following line is one input (numbered from 1, as in the inputs file)."""
+        each following line is one input (numbered from 1, as in the inputs file).
+        The settings, and the input lines as bytes (read as run-batch reads a file)."""
         head, _, rest = raw.partition(b"\n")
         try:
-            data = orjson.loads(head)
-        except orjson.JSONDecodeError as exc:
+            data = loads_json(head)
+        except ValueError as exc:
             raise HTTPException(
                 400, f"line 1 of the JSONL body must be the batch settings as JSON: {exc}"
             ) from None
@@ -171,14 +172,13 @@ def create_app(settings: ServerSettings) -> Any:
             raise HTTPException(
                 422, "line 1 of the JSONL body must be {flow, max_concurrent}; inputs follow"
             )
-        data["inputs_jsonl"] = rest.decode("utf-8", errors="replace")
-        return data
+        return data, rest
 
     async def body_json(request: Request) -> Any:
         raw = await body_bytes(request)
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            data = loads_json(raw)  # integers beyond 64 bits stay exact
+        except ValueError as exc:
             raise HTTPException(400, f"the request body is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise HTTPException(422, "the request body must be a JSON object")
@@ -200,22 +200,28 @@ def create_app(settings: ServerSettings) -> Any:
         except LoadError as exc:
             raise HTTPException(422, f"the flow does not load: {exc}") from None
 
-    def lines_of(data: dict[str, Any]) -> list[tuple[int, bytes]]:
+    def lines_of(data: dict[str, Any], jsonl: bytes | None = None) -> list[tuple[int, bytes]]:
+        """The inputs as (line number, JSON bytes): ``jsonl`` (a JSONL body's lines),
+        ``inputs_jsonl`` or ``inputs``. Lines are split and numbered as run-batch does."""
         if "inputs" in data and "inputs_jsonl" in data:
             raise HTTPException(422, "give 'inputs' (a list) or 'inputs_jsonl' (text), not both")
         lines: list[tuple[int, bytes]] = []
-        if "inputs_jsonl" in data:
+        if jsonl is not None:
+            lines = list(input_lines(jsonl))
+        elif "inputs_jsonl" in data:
             text = data["inputs_jsonl"]
             if not isinstance(text, str):
                 raise HTTPException(422, "'inputs_jsonl' must be a string of JSON lines")
-            for number, raw in enumerate(text.encode().split(b"\n"), start=1):
-                if raw.strip():
-                    lines.append((number, raw))
+            lines = list(input_lines(text.encode()))
         else:
             inputs = data.get("inputs")
             if not isinstance(inputs, list):
                 raise HTTPException(422, "'inputs' is required: a list of inputs (or inputs_jsonl)")
-            lines = [(i + 1, orjson.dumps(item)) for i, item in enumerate(inputs)]
+            for i, item in enumerate(inputs):  # read from the body: big integers exact
+                try:
+                    lines.append((i + 1, dumps_json(item)))
+                except (TypeError, ValueError) as exc:  # deeper than JSON writers go
+                    raise HTTPException(422, f"inputs[{i}] cannot be stored: {exc}") from None
         if len(lines) > settings.limits.max_batch_items:
             raise HTTPException(
                 422, f"{len(lines)} inputs; a batch may hold {settings.limits.max_batch_items}"
@@ -290,13 +296,14 @@ def create_app(settings: ServerSettings) -> Any:
         ``{flow, max_concurrent}`` and whose other lines are the inputs.
         """
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        jsonl: bytes | None = None
         if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
-            data = jsonl_submission(await body_bytes(request))
+            data, jsonl = jsonl_submission(await body_bytes(request))
         else:
             data = await body_json(request)
         text = flow_text(data)
         load_or_422(text)
-        lines = lines_of(data)
+        lines = lines_of(data, jsonl)
         limit = data.get("max_concurrent", 16)
         top = settings.limits.max_concurrent
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
@@ -341,10 +348,12 @@ def create_app(settings: ServerSettings) -> Any:
         f"{api}/runs", dependencies=[Depends(authorize)], openapi_extra={"requestBody": run_body}
     )
     async def run(request: Request) -> Any:
-        """Run a flow once on one input; the FlowResult."""
+        """Run a flow once on one input; the FlowResult (a result that is not JSON is
+        an ``INVALID_OUTPUT`` failure, as in a batch's record)."""
         data = await body_json(request)
         flow = load_or_422(flow_text(data))
         result = await flow.run_async(data.get("input"))
-        return JSONResponse(result.to_dict())
+        body, _ = encode_record(result.to_dict())
+        return Response(body, media_type="application/json")
 
     return app

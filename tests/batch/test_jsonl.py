@@ -161,6 +161,62 @@ def test_read_inputs_utf8(tmp_path: Path) -> None:
     assert item == Line(1, {"name": "Zoë ✓ 日本"})
 
 
+# -- one definition of a JSONL line (issue 10) -----------------------------------------------
+
+RAW_LINES = (
+    b'{"a": 1}\r\n'  # 1: CRLF, its \r dropped
+    b'{"b": 2}\r{"c": 3}\n'  # 2: a bare \r is inside the line (so: not one object)
+    b"\r\n"  # 3: blank
+    b'{"d": "\xff"}\n'  # 4: invalid UTF-8
+    b" \t\n"  # 5: blank
+    b'{"e": 5}'  # 6: no final newline
+)
+
+
+def test_input_lines_split_on_newline_only_keeping_the_bytes() -> None:
+    from pocketbatch.batch._jsonl import input_lines
+
+    assert list(input_lines(RAW_LINES)) == [
+        (1, b'{"a": 1}'),
+        (2, b'{"b": 2}\r{"c": 3}'),
+        (4, b'{"d": "\xff"}'),
+        (6, b'{"e": 5}'),
+    ]
+
+
+def test_a_file_and_the_same_bytes_give_the_same_inputs(tmp_path: Path) -> None:
+    """run-batch reads a file, the server a request body: the same lines, the same items."""
+    from pocketbatch.batch._jsonl import input_lines, parse_line
+
+    from_file = list(read_inputs(write(tmp_path / "in.jsonl", RAW_LINES)))
+    from_bytes = [parse_line(number, raw) for number, raw in input_lines(RAW_LINES)]
+    assert from_file == from_bytes
+    assert count_inputs(tmp_path / "in.jsonl") == 4
+    assert [type(x).__name__ for x in from_file] == ["Line", "InputProblem", "InputProblem", "Line"]
+    bad_utf8 = from_file[2]
+    assert isinstance(bad_utf8, InputProblem)
+    assert bad_utf8.code == "INVALID_JSON"
+    assert bad_utf8.message.startswith("line 4: not valid JSON: str is not valid UTF-8")
+
+
+def test_a_huge_number_deep_inside_a_line_fails_that_line_only(tmp_path: Path) -> None:
+    """Keeping big integers exact must not crash on nesting orjson accepts (RecursionError)."""
+    deep = b'{"d": ' + b"[" * 1000 + b"1e30" + b"]" * 1000 + b"}"
+    items = list(read_inputs(write(tmp_path / "in.jsonl", deep + b'\n{"n": 1}\n')))
+    assert isinstance(items[0], InputProblem)
+    assert items[0].code == "INVALID_JSON"
+    assert items[0].message.startswith("line 1: not valid JSON: nested too deeply")
+    assert items[1] == Line(2, {"n": 1})
+
+
+def test_loads_json_keeps_integers_beyond_64_bits_exact() -> None:
+    from pocketbatch.batch._jsonl import loads_json
+
+    big = 2**200 + 1
+    text = f'{{"a": [{big}, {-big}, 18446744073709551615, 1.5, 1e300]}}'
+    assert loads_json(text.encode()) == {"a": [big, -big, 2**64 - 1, 1.5, 1e300]}
+
+
 def test_count_inputs_counts_non_blank_lines(tmp_path: Path) -> None:
     assert count_inputs(write(tmp_path / "in.jsonl", MIXED)) == 7
     assert count_inputs(write(tmp_path / "e.jsonl", "")) == 0
@@ -255,6 +311,57 @@ def test_writer_keeps_integers_beyond_64_bits_exact() -> None:
         "outcome": "success",
         "result": {"value": 2**70},
     }
+
+
+def test_writer_big_integer_record_has_the_layout_of_every_other_record() -> None:
+    """One encoding: a record holding a big integer is laid out as orjson lays out the rest."""
+    stream = io.BytesIO()
+    result = {"value": 2**70, "list": [-(2**64), 1e16, "é", None], "small": 3}
+    JsonlWriter(stream).write(record(0, FlowResult("success", result)))
+    assert stream.getvalue() == (
+        b'{"index":0,"outcome":"success","result":{"value":1180591620717411303424,'
+        b'"list":[-18446744073709551616,1e+16,"\xc3\xa9",null],"small":3}}\n'
+    )
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+def test_writer_result_nested_too_deep_fails_its_record_not_the_batch(depth: int) -> None:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    stream = io.BytesIO()
+    writer = JsonlWriter(stream)
+    writer.write(record(0, FlowResult("success", value)))
+    writer.write(record(1, FlowResult("success", "fine")))
+    first, second = (json.loads(x) for x in stream.getvalue().splitlines())
+    if first["outcome"] == "failed":  # beyond what the standard library writes
+        assert first["error"]["code"] == "INVALID_OUTPUT"
+        assert "nested too deeply" in first["error"]["message"]
+        assert writer.failed_outputs == 1
+    else:
+        assert depth < 1000
+        assert stream.getvalue().startswith(b'{"index":0,"outcome":"success","result":[[[')
+    assert first["index"] == 0
+    assert second == {"index": 1, "outcome": "success", "result": "fine"}
+
+
+def test_encode_record_of_a_flow_result_without_index() -> None:
+    """POST /runs encodes a bare FlowResult the same way: no index appears."""
+    from pocketbatch.batch._jsonl import encode_record
+
+    line, failed = encode_record(FlowResult("success", {"s": {1, 2}}).to_dict())
+    assert failed
+    assert json.loads(line) == {
+        "outcome": "failed",
+        "error": {
+            "code": "INVALID_OUTPUT",
+            "message": "the result is not JSON: Type is not JSON serializable: set",
+        },
+    }
+    assert encode_record({"outcome": "success", "result": 2**64}) == (
+        b'{"outcome":"success","result":18446744073709551616}',
+        False,
+    )
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -319,6 +319,26 @@ def test_bad_lines_fail_their_own_record_naming_the_line(tmp_path: Path) -> None
     assert ran.summary() == (8, 2, 6)
 
 
+def test_a_result_nested_too_deep_to_write_fails_its_record_only(tmp_path: Path) -> None:
+    """An input orjson reads (1000 levels) echoed back is too deep to write: that record
+    fails with INVALID_OUTPUT, the batch goes on (it used to stop with a RecursionError)."""
+    flow = tmp_path / "echo.yaml"
+    flow.write_text("output: {$input: d}\n")
+    inputs = tmp_path / "in.jsonl"
+    deep = b"[" * 1000 + b"]" * 1000
+    inputs.write_bytes(b'{"d": 1}\n{"d": ' + deep + b'}\n{"d": 3}\n')
+    out = tmp_path / "out.jsonl"
+    ran = batch(flow, inputs, "--output", out, cwd=tmp_path)
+    assert ran.code == 1, ran.err
+    assert "Traceback" not in ran.err
+    got = records(out)
+    assert got[0] == {"index": 0, "outcome": "success", "result": 1}
+    assert got[1]["outcome"] == "failed"
+    assert got[1]["error"]["code"] == "INVALID_OUTPUT"
+    assert got[2] == {"index": 2, "outcome": "success", "result": 3}
+    assert ran.summary() == (3, 2, 1)
+
+
 def test_bad_lines_on_the_process_executor(tmp_path: Path) -> None:
     inputs = write_lines(tmp_path / "in.jsonl", ['{"n": 1}', "nope", '{"n": "x"}', '{"n": 2}'])
     out = tmp_path / "out.jsonl"

@@ -232,6 +232,84 @@ def test_outputs_equal_run_batch_byte_for_byte(
     assert remote.content == local.read_bytes()
 
 
+def run_batch_output(tmp_path: Path, inputs: Path, max_concurrent: int = 1) -> bytes:
+    """What ``pocketbatch run-batch`` writes for the square flow over ``inputs``."""
+    out = tmp_path / f"{inputs.stem}.run-batch.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "pocketbatch", "run-batch", "--flow", str(DATA / "square.yaml"),
+            "--config", str(CONFIG), "--inputs", str(inputs), "--output", str(out),
+            "--max-concurrent", str(max_concurrent), "--no-progress",
+        ],
+        capture_output=True, timeout=120, env=clean_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert b"Traceback" not in done.stderr, done.stderr
+    return out.read_bytes()
+
+
+def jsonl_body(settings: dict[str, Any], lines: bytes) -> dict[str, Any]:
+    """httpx arguments for a JSONL body: the settings line, then the lines as they are."""
+    body = json.dumps(settings).encode() + b"\n" + lines
+    return {"content": body, "headers": {"Content-Type": "application/x-ndjson"}}
+
+
+BIG = 123456789012345678901234567890
+
+
+@pytest.mark.parametrize("max_concurrent", [1, 4])
+def test_an_integer_beyond_64_bits_is_one_record_not_the_end_of_the_batch(
+    server: Server, tmp_path: Path, max_concurrent: int
+) -> None:
+    """One such input used to fail the whole server batch (the rest never ran, no resume);
+    now every input runs and the records are run-batch's, byte for byte."""
+    lines = f'{{"i": 1}}\n{{"i": {BIG}}}\n{{"i": {-(2**70)}}}\n' + "".join(
+        f'{{"i": {k}}}\n' for k in range(2, 12)
+    )
+    inputs = tmp_path / "big.jsonl"
+    inputs.write_text(lines)
+    local = run_batch_output(tmp_path, inputs, max_concurrent)
+    r = server.client.post(
+        "/batches",
+        json={"flow": SQUARE, "inputs_jsonl": lines, "max_concurrent": max_concurrent},
+    )
+    assert r.status_code == 201, r.text
+    batch_id = r.json()["batch_id"]
+    remote = server.client.get(f"/batches/{batch_id}/outputs?wait=true")
+    assert remote.content == local
+    records = [json.loads(line) for line in local.splitlines()]
+    assert records[1]["result"] == {"i": BIG, "square": BIG * BIG, "label": "even"}
+    view = server.batch(batch_id)
+    assert (view["status"], view["done"], view["failed"]) == ("completed", 13, 0)
+
+
+# Lines as run-batch reads them: CRLF (its \r dropped); a bare \r inside line 2 (one
+# line, not two); a blank CRLF line; invalid UTF-8 (that line's INVALID_JSON); no final LF.
+ODD_LINES = b'{"i": 1}\r\n{"i": 2}\r{"i": 3}\n\r\n{"i": "\xff"}\n{"i": 4}\r\n\n{"i": 5}'
+
+
+@pytest.mark.parametrize(
+    "lines", [ODD_LINES, ODD_LINES.replace(b"\xff", b"x")], ids=["bad-utf8", "utf8"]
+)
+def test_a_jsonl_body_gives_run_batchs_records_byte_for_byte(
+    server: Server, tmp_path: Path, lines: bytes
+) -> None:
+    """Invalid UTF-8 used to become U+FFFD and succeed on the server (it fails in
+    run-batch); lines are now split, numbered and read exactly as run-batch reads them."""
+    inputs = tmp_path / "odd.jsonl"
+    inputs.write_bytes(lines)
+    local = run_batch_output(tmp_path, inputs)
+    assert local.count(b"\n") == 5  # 7 lines, 2 blank
+    r = server.client.post("/batches", **jsonl_body({"flow": SQUARE}, lines))
+    assert r.status_code == 201, r.text
+    remote = server.client.get(f"/batches/{r.json()['batch_id']}/outputs?wait=true")
+    assert remote.content == local
+    if b"\xff" not in lines:  # the same through 'inputs_jsonl' (text cannot hold \xff)
+        r = server.client.post("/batches", json={"flow": SQUARE, "inputs_jsonl": lines.decode()})
+        remote = server.client.get(f"/batches/{r.json()['batch_id']}/outputs?wait=true")
+        assert remote.content == local
+
+
 def test_unknown_batch_is_404(server: Server) -> None:
     for method, path in [
         ("GET", "/batches/nope"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,114 @@ async def test_sub_flow_paths_are_confined_to_the_data_dir(tmp_path: Path) -> No
         inside = flow("/builtin/eval", "flow", "inner.yaml")  # relative to --data-dir
         ok = await client.post("/api/v1/runs", json={"flow": inside, "input": {}})
         assert ok.json()["result"]["result"]["result"] == {"doubled": 2}, ok.text
+
+
+# -- results JSON cannot hold, integers beyond 64 bits (issue 10) --------------------------
+
+WEIRD_FLOW = (
+    "steps:\n  - id: w\n    component: /t/weird\n    input: {$input: '$'}\noutput: {$step: w}\n"
+)
+
+
+def _weird(data: dict[str, Any]) -> Any:
+    """What the input's ``kind`` names: values JSON cannot hold, or a big integer."""
+    return {
+        "set": lambda: {"s": {1, 2}},
+        "object": lambda: {"o": object()},
+        "nan": lambda: {"x": float("nan")},
+        "big": lambda: {"n": 2**70, "m": -(2**64)},
+    }.get(data.get("kind", ""), lambda: data)()
+
+
+@pytest_asyncio.fixture
+async def weird(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    from pocketbatch.loader import ComponentRegistry
+
+    registry = ComponentRegistry()
+    registry.register("/t/weird", _weird)
+    async for c in _client(ServerSettings(db=tmp_path / "pb.db", registry=registry)):
+        yield c
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["set", "object", "nan"])
+async def test_run_of_a_result_that_is_not_json_is_invalid_output_not_500(
+    weird: httpx.AsyncClient, kind: str
+) -> None:
+    """POST /runs answers the item's failed FlowResult, as run-batch's record says."""
+    response = await weird.post("/api/v1/runs", json={"flow": WEIRD_FLOW, "input": {"kind": kind}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["outcome"] == "failed"
+    assert body["error"]["code"] == "INVALID_OUTPUT"
+    assert "index" not in body
+
+
+@pytest.mark.asyncio
+async def test_run_keeps_integers_beyond_64_bits_exact(weird: httpx.AsyncClient) -> None:
+    """In and out: a big integer in the input (not rounded to a float) and in the result."""
+    big = 123456789012345678901234567890
+    body = b'{"flow": ' + json.dumps(WEIRD_FLOW).encode() + b', "input": {"n": %d}}' % big
+    echoed = await weird.post("/api/v1/runs", content=body)
+    assert echoed.content == b'{"outcome":"success","result":{"n":%d}}' % big
+    made = await weird.post("/api/v1/runs", json={"flow": WEIRD_FLOW, "input": {"kind": "big"}})
+    assert made.content == (
+        b'{"outcome":"success","result":{"n":1180591620717411303424,"m":-18446744073709551616}}'
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_result_that_is_not_json_fails_its_record_not_the_batch(
+    weird: httpx.AsyncClient,
+) -> None:
+    """Such a result used to fail the whole batch (the rest never ran); now it is that
+    item's INVALID_OUTPUT record, counted as failed, and the batch completes."""
+    kinds = ["ok", "set", "big", "object", "nan", "ok"]
+    response = await weird.post(
+        "/api/v1/batches",
+        json={"flow": WEIRD_FLOW, "inputs": [{"kind": k} for k in kinds], "max_concurrent": 1},
+    )
+    assert response.status_code == 201, response.text
+    batch_id = response.json()["batch_id"]
+    text = (await weird.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})).text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["index"] for r in records] == list(range(6))
+    assert [r["outcome"] for r in records] == [
+        "success", "failed", "success", "failed", "failed", "success",
+    ]  # fmt: skip
+    assert {records[i]["error"]["code"] for i in (1, 3, 4)} == {"INVALID_OUTPUT"}
+    assert records[2]["result"] == {"n": 2**70, "m": -(2**64)}
+    status = (await weird.get(f"/api/v1/batches/{batch_id}")).json()
+    assert (status["status"], status["done"], status["succeeded"], status["failed"]) == (
+        "completed",
+        6,
+        3,
+        3,
+    )
+
+
+@pytest.mark.asyncio
+async def test_inputs_list_keeps_integers_beyond_64_bits_exact(client: httpx.AsyncClient) -> None:
+    """A big integer in a JSON 'inputs' list used to become a float: it stays exact."""
+    big = 123456789012345678901234567890
+    body = b'{"flow": ' + json.dumps(FLOW).encode() + b', "inputs": [{"x": %d}, {"x": 1}]}' % big
+    response = await client.post("/api/v1/batches", content=body)
+    assert response.status_code == 201, response.text
+    batch_id = response.json()["batch_id"]
+    lines = (
+        await client.get(f"/api/v1/batches/{batch_id}/outputs", params={"wait": "true"})
+    ).text.splitlines()
+    assert lines == [
+        f'{{"index":0,"outcome":"success","result":{{"doubled":"{big}{big}"}}}}',
+        '{"index":1,"outcome":"success","result":{"doubled":"11"}}',
+    ]
+
+
+@pytest.mark.asyncio
+async def test_an_input_too_deep_to_store_is_a_422_naming_it(client: httpx.AsyncClient) -> None:
+    """An item JSON writers cannot write back (1000 levels) is refused by name, not a 500."""
+    deep = b"[" * 1000 + b"]" * 1000
+    body = b'{"flow": ' + json.dumps(FLOW).encode() + b', "inputs": [{}, {"d": ' + deep + b"}]}"
+    response = await client.post("/api/v1/batches", content=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("inputs[1] cannot be stored: nested too deeply")
