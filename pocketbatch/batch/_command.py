@@ -7,11 +7,15 @@ error, 130 interrupted (the output is left resumable: rerun with ``--resume``).
 Ctrl-C once: no new items start; those in flight finish and are written. Twice:
 in-flight items are cancelled. Either way the records written so far are a
 clean prefix of the full output.
+
+Nothing is written to the output before the executor is up: a run that cannot
+start leaves an existing output as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from contextlib import aclosing
@@ -72,6 +76,16 @@ def _say(message: str) -> None:
     print(f"pocketbatch: {message}", file=sys.stderr, flush=True)
 
 
+def _open_output(output: Path | None, earlier: Resumed) -> JsonlWriter:
+    """The writer, opened only now that the executor is up: a fresh run empties the
+    file, a resume cuts a torn last line and appends."""
+    if output is None:
+        return JsonlWriter(sys.stdout.buffer)
+    if earlier.done and output.stat().st_size != earlier.end:
+        os.truncate(output, earlier.end)
+    return JsonlWriter(output, append=bool(earlier.done))
+
+
 async def _run(
     flow: LoadedFlow,
     inputs: Path,
@@ -85,7 +99,10 @@ async def _run(
     chunk_size: int | None = None,
 ) -> int:
     total = count_inputs(inputs)
-    earlier = resume_state(output, inputs=total) if resume and output is not None else Resumed(0, 0)
+    earlier = Resumed(0, 0)
+    if resume and output is not None:
+        # Only read here: nothing is written before the executor is up.
+        earlier = resume_state(output, inputs=total, repair=False)
     skip = earlier.done
     if skip:
         _say(
@@ -108,13 +125,15 @@ async def _run(
             main.cancel()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    writer = JsonlWriter(output if output is not None else sys.stdout.buffer, append=bool(skip))
+    writer: JsonlWriter | None = None
     runner = _WithLineNumbers(
         make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
     )
     cancelled = broken_pipe = False
     try:
         async with runner:
+            # The executor is up (and the flow loaded): only now touch the output.
+            writer = _open_output(output, earlier)
             stream = stream_results(
                 runner,
                 read_inputs(inputs, skip=skip),
@@ -136,17 +155,18 @@ async def _run(
         loop.remove_signal_handler(signal.SIGINT)
         if broken_pipe:
             _silence_stdout()
-        else:
+        elif writer is not None:
             writer.close()
         progress.close()
     if broken_pipe:
         return EXIT_BROKEN_PIPE
+    written = writer.written if writer is not None else 0
     _say(progress.summary())
     failed = progress.failed + earlier.failed
     if skip:
-        _say(f"with the {skip} earlier records: {skip + writer.written} done, {failed} failed")
+        _say(f"with the {skip} earlier records: {skip + written} done, {failed} failed")
     if cancelled or stop.is_set():
-        done = skip + writer.written
+        done = skip + written
         where = f" --output {output}" if output is not None else ""
         _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
         return EXIT_INTERRUPTED
@@ -165,7 +185,14 @@ def run_batch_command(
     progress: bool,
     chunk_size: int | None = None,
 ) -> int:
-    """Run the command (the CLI has parsed and checked the arguments)."""
+    """Run the command (the CLI has parsed and checked the arguments).
+
+    The output is opened for writing only once the executor is up.
+
+    Raises:
+        ResumeError: ``output`` is not this batch's output.
+        PocketbatchError: the executor cannot start.
+    """
     return asyncio.run(
         _run(
             flow,
