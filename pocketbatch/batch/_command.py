@@ -8,6 +8,8 @@ Ctrl-C once: no new items start; those in flight finish and are written. Twice:
 in-flight items are cancelled. Either way the records written so far are a
 clean prefix of the full output.
 
+With ``--output OUT.jsonl`` the run holds ``OUT.jsonl.lock``: a second run on the
+same output fails at once (see :mod:`pocketbatch.batch._sidecar`).
 Nothing is written to the output before the executor is up: a run that cannot
 start leaves an existing output as it was.
 """
@@ -35,6 +37,7 @@ from pocketbatch.batch._jsonl import (
 )
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
+from pocketbatch.batch._sidecar import OutputLock, lock_output
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult, LoadedFlow
@@ -74,6 +77,13 @@ def _silence_stdout() -> None:
 
 def _say(message: str) -> None:
     print(f"pocketbatch: {message}", file=sys.stderr, flush=True)
+
+
+def _lock(output: Path | None) -> OutputLock | None:
+    """Lock the output for this run (stdout, a pipe or a device need none)."""
+    if output is None or (output.exists() and not output.is_file()):
+        return None
+    return lock_output(output)
 
 
 def _open_output(output: Path | None, earlier: Resumed) -> JsonlWriter:
@@ -187,22 +197,29 @@ def run_batch_command(
 ) -> int:
     """Run the command (the CLI has parsed and checked the arguments).
 
-    The output is opened for writing only once the executor is up.
+    With an ``output`` file, the run holds ``OUTPUT.lock`` (see
+    :mod:`pocketbatch.batch._sidecar`). The output is opened for writing only once
+    the executor is up.
 
     Raises:
         ResumeError: ``output`` is not this batch's output.
-        PocketbatchError: the executor cannot start.
+        PocketbatchError: another run holds the output, or the executor cannot start.
     """
-    return asyncio.run(
-        _run(
-            flow,
-            inputs,
-            output,
-            max_concurrent=max_concurrent,
-            resume=resume,
-            executor=executor,
-            workers=workers,
-            progress_enabled=progress,
-            chunk_size=chunk_size,
+    lock = _lock(output)  # before anything else: a second run fails at once
+    try:
+        return asyncio.run(
+            _run(
+                flow,
+                inputs,
+                output,
+                max_concurrent=max_concurrent,
+                resume=resume,
+                executor=executor,
+                workers=workers,
+                progress_enabled=progress,
+                chunk_size=chunk_size,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            lock.release()

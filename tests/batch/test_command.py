@@ -1,6 +1,14 @@
-"""``run-batch`` leaves its output alone until it can run (pocketbatch/batch/_command.py,
-issue 10): nothing is written to the output before the executor is up, so a run whose
-executor cannot start leaves an existing output byte for byte.
+"""``run-batch`` guards its output (pocketbatch/batch/_command.py, issue 10).
+
+* one run per output: a second run on it fails at once (exit 2, naming the holder's
+  pid) and leaves the first run's output intact; a SIGKILLed run does not leave the
+  output locked;
+* nothing is written to the output before the executor is up: a run whose executor
+  cannot start leaves an existing output (and its fingerprint) byte for byte.
+
+Real subprocesses (``python -m pocketbatch``) with the flows of ``tests/batch/data``;
+``/batchtest/gated`` holds items from ``PB_GATE_FROM`` on until ``PB_GATE_FILE``
+exists, so "the first run has written exactly K records" is deterministic.
 """
 
 from __future__ import annotations
@@ -9,18 +17,23 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import write_lines
+from _support import records, write_lines
 
 from pocketbatch import FlowResult, PocketbatchError, load_flow
 from pocketbatch.batch._command import run_batch_command
+from pocketbatch.batch._sidecar import lock_output, lock_path
 
 DATA = Path(__file__).parent / "data"
+GATED = DATA / "gated.yaml"
 TIMEOUT = 120
+N = 400  # inputs of the gated runs
 
 
 @dataclass
@@ -43,6 +56,115 @@ def batch(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Ra
         check=False,
     )
     return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pocketbatch", "run-batch", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+
+
+def line_count(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
+    """Poll ``check`` (a count); the deadline only guards against a hang."""
+    deadline = time.monotonic() + TIMEOUT
+    while not check():
+        if proc.poll() is not None:
+            raise AssertionError(f"run-batch exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def reap() -> Any:
+    """Processes to SIGKILL if a test leaves them running."""
+    procs: list[subprocess.Popen[Any]] = []
+    yield lambda proc: procs.append(proc) or proc
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+
+
+def assert_complete(out: Path, n: int) -> None:
+    got = records(out)
+    assert [r["index"] for r in got] == list(range(n))
+    assert all(r["result"] == {"i": r["index"], "square": r["index"] ** 2} for r in got)
+
+
+# -- one run per output -----------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_fails_at_once(tmp_path: Path, reap: Any) -> None:
+    inputs = write_lines(tmp_path / "in.jsonl", ({"i": i} for i in range(N)))
+    out = tmp_path / "out.jsonl"
+    gate_file = tmp_path / "gate"
+    gate = {"PB_GATE_FILE": str(gate_file), "PB_GATE_FROM": "50"}
+    first = reap(
+        start("--flow", GATED, "--inputs", inputs, "--output", out, cwd=tmp_path, env=gate)
+    )
+    wait_until(lambda: line_count(out) >= 50, first, "50 records")
+    for extra in ([], ["--resume"]):
+        # the same file under another name; its gate is open: it would run to the end
+        second = batch(
+            "--flow",
+            GATED,
+            "--inputs",
+            inputs,
+            "--output",
+            Path("..") / tmp_path.name / "out.jsonl",
+            *extra,
+            cwd=tmp_path,
+            env={"PB_GATE_FROM": str(N)},
+        )
+        assert second.code == 2, second.err
+        assert second.err.splitlines() == [
+            f"pocketbatch: ../{tmp_path.name}/out.jsonl is in use by another pocketbatch run "
+            f"(pid {first.pid}); wait for it to end, or choose another --output"
+        ]
+        assert line_count(out) == 50
+        assert [r["index"] for r in records(out)] == list(range(50))
+    gate_file.touch()
+    assert first.wait(timeout=TIMEOUT) == 0
+    assert_complete(out, N)
+    assert not lock_path(out).exists()
+
+
+def test_a_run_holding_the_lock_is_never_entered_twice(tmp_path: Path) -> None:
+    """In one process too, and before the executor starts (it is never entered)."""
+
+    class Counting:
+        entered = 0
+
+        async def __aenter__(self) -> Counting:
+            Counting.entered += 1
+            return self
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            return None
+
+        async def run(self, index: int, item: Any) -> FlowResult:
+            return FlowResult("success", 1)
+
+    inputs = write_lines(tmp_path / "in.jsonl", [{"n": 1}])
+    out = tmp_path / "out.jsonl"
+    with lock_output(out), pytest.raises(PocketbatchError, match="in use by another"):
+        command(inputs, out, Counting())
+    assert Counting.entered == 0
+    assert not out.exists()
+    assert command(inputs, out, Counting()) == 0
+    assert Counting.entered == 1
 
 
 # -- nothing written before the executor is up -------------------------------------------------
