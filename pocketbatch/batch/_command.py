@@ -8,8 +8,10 @@ Ctrl-C once: no new items start; those in flight finish and are written. Twice:
 in-flight items are cancelled. Either way the records written so far are a
 clean prefix of the full output.
 
-With ``--output OUT.jsonl`` the run holds ``OUT.jsonl.lock``: a second run on the
-same output fails at once (see :mod:`pocketbatch.batch._sidecar`).
+With ``--output OUT.jsonl`` the run holds ``OUT.jsonl.lock`` (a second run on the
+same output fails at once) and keeps a fingerprint of the run in
+``OUT.jsonl.pocketbatch``, so ``--resume`` refuses to continue with another flow,
+config or inputs (``--force`` overrides); see :mod:`pocketbatch.batch._sidecar`.
 Nothing is written to the output before the executor is up: a run that cannot
 start leaves an existing output as it was.
 """
@@ -37,7 +39,14 @@ from pocketbatch.batch._jsonl import (
 )
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
-from pocketbatch.batch._sidecar import OutputLock, lock_output
+from pocketbatch.batch._sidecar import (
+    Fingerprint,
+    FlowIdentity,
+    InputsPrefix,
+    OutputLock,
+    check_resume,
+    lock_output,
+)
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult, LoadedFlow
@@ -107,12 +116,17 @@ async def _run(
     workers: int | None,
     progress_enabled: bool,
     chunk_size: int | None = None,
+    force: bool = False,
+    fingerprinted: bool = False,
 ) -> int:
     total = count_inputs(inputs)
-    earlier = Resumed(0, 0)
+    identity = FlowIdentity.of(flow) if fingerprinted else None
+    earlier, prefix = Resumed(0, 0), InputsPrefix.empty()
     if resume and output is not None:
         # Only read here: nothing is written before the executor is up.
         earlier = resume_state(output, inputs=total, repair=False)
+        if identity is not None:
+            prefix = check_resume(output, identity, inputs, earlier.done, force=force, warn=_say)
     skip = earlier.done
     if skip:
         _say(
@@ -136,6 +150,7 @@ async def _run(
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     writer: JsonlWriter | None = None
+    fingerprint: Fingerprint | None = None
     runner = _WithLineNumbers(
         make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
     )
@@ -144,6 +159,8 @@ async def _run(
         async with runner:
             # The executor is up (and the flow loaded): only now touch the output.
             writer = _open_output(output, earlier)
+            if output is not None and identity is not None:
+                fingerprint = Fingerprint.create(output, identity, inputs, prefix)
             stream = stream_results(
                 runner,
                 read_inputs(inputs, skip=skip),
@@ -155,6 +172,8 @@ async def _run(
             async with aclosing(stream):
                 async for index, result in stream:
                     before = writer.failed_outputs
+                    if fingerprint is not None:
+                        fingerprint.before(index)
                     writer.write(record(index, result))
                     progress.update(ok=result.ok and writer.failed_outputs == before)
     except asyncio.CancelledError:
@@ -163,6 +182,8 @@ async def _run(
         broken_pipe = True
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        if fingerprint is not None and writer is not None:
+            fingerprint.close(skip + writer.written)
         if broken_pipe:
             _silence_stdout()
         elif writer is not None:
@@ -194,15 +215,17 @@ def run_batch_command(
     workers: int | None,
     progress: bool,
     chunk_size: int | None = None,
+    force: bool = False,
 ) -> int:
     """Run the command (the CLI has parsed and checked the arguments).
 
-    With an ``output`` file, the run holds ``OUTPUT.lock`` (see
-    :mod:`pocketbatch.batch._sidecar`). The output is opened for writing only once
-    the executor is up.
+    With an ``output`` file, the run holds ``OUTPUT.lock`` and writes its fingerprint
+    to ``OUTPUT.pocketbatch`` (see :mod:`pocketbatch.batch._sidecar`); a resume whose
+    flow, config or inputs differ from the first run's is refused unless ``force``.
+    The output is opened for writing only once the executor is up.
 
     Raises:
-        ResumeError: ``output`` is not this batch's output.
+        ResumeError: the resume does not continue the same run.
         PocketbatchError: another run holds the output, or the executor cannot start.
     """
     lock = _lock(output)  # before anything else: a second run fails at once
@@ -218,6 +241,8 @@ def run_batch_command(
                 workers=workers,
                 progress_enabled=progress,
                 chunk_size=chunk_size,
+                force=force,
+                fingerprinted=lock is not None,
             )
         )
     finally:

@@ -1,5 +1,8 @@
 """``run-batch`` guards its output (pocketbatch/batch/_command.py, issue 10).
 
+* ``--resume`` continues only the same run: a changed flow, config or input under a
+  record already written is refused with exit 2, saying what changed (``--force``
+  overrides); an output from before fingerprints resumes with a warning;
 * one run per output: a second run on it fails at once (exit 2, naming the holder's
   pid) and leaves the first run's output intact; a SIGKILLed run does not leave the
   output locked;
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +33,7 @@ from _support import records, write_lines
 
 from pocketbatch import FlowResult, PocketbatchError, load_flow
 from pocketbatch.batch._command import run_batch_command
-from pocketbatch.batch._sidecar import lock_output, lock_path
+from pocketbatch.batch._sidecar import lock_output, lock_path, sidecar_path
 
 DATA = Path(__file__).parent / "data"
 GATED = DATA / "gated.yaml"
@@ -101,6 +106,157 @@ def assert_complete(out: Path, n: int) -> None:
     got = records(out)
     assert [r["index"] for r in got] == list(range(n))
     assert all(r["result"] == {"i": r["index"], "square": r["index"] ** 2} for r in got)
+
+
+def killed_at(tmp_path: Path, reap: Any, kill_at: int) -> tuple[Path, Path]:
+    """A gated run over N inputs SIGKILLed with exactly ``kill_at`` records written."""
+    inputs = write_lines(tmp_path / "in.jsonl", ({"i": i} for i in range(N)))
+    out = tmp_path / "out.jsonl"
+    gate = {"PB_GATE_FILE": str(tmp_path / "gate"), "PB_GATE_FROM": str(kill_at)}
+    proc = reap(start("--flow", GATED, "--inputs", inputs, "--output", out, cwd=tmp_path, env=gate))
+    wait_until(lambda: line_count(out) >= kill_at, proc, f"{kill_at} records")
+    proc.kill()
+    assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
+    assert line_count(out) == kill_at
+    return inputs, out
+
+
+def resume(inputs: Path, out: Path, *more: str, flow: Path = GATED) -> Ran:
+    return batch(
+        "--flow", flow, "--inputs", inputs, "--output", out, "--resume", *more, cwd=out.parent
+    )
+
+
+# -- a resume continues the same run ---------------------------------------------------------
+
+
+def test_resume_refuses_changed_inputs_naming_the_line(tmp_path: Path, reap: Any) -> None:
+    inputs, out = killed_at(tmp_path, reap, 300)
+    assert lock_path(out).exists()  # left by the SIGKILL, but not locked
+    kept = out.read_bytes()
+    original = inputs.read_text().splitlines(keepends=True)
+
+    def with_line(number: int, text: str) -> None:
+        lines = list(original)
+        lines[number - 1] = text + "\n"
+        inputs.write_text("".join(lines))
+
+    with_line(290, '{"i": 290, "new": 1}')  # after the last checkpoint: named exactly
+    ran = resume(inputs, out)
+    assert ran.code == 2, ran.err
+    assert f"input line 290 of {inputs} differs from the one already run" in ran.err
+    assert "--force" in ran.err
+    assert len(ran.err.splitlines()) == 1, ran.err
+    assert out.read_bytes() == kept
+
+    with_line(37, '{"i": 37, "new": 1}')  # inside a checkpoint: its lines named
+    ran = resume(inputs, out)
+    assert ran.code == 2, ran.err
+    assert "an input between line 1 and line 256" in ran.err
+    assert out.read_bytes() == kept
+
+    with_line(301, '{"i": 300, "new": 1}')  # not run yet: free to change
+    ran = resume(inputs, out)
+    assert ran.code == 0, ran.err
+    assert "resuming: 300 of 400" in ran.err
+    assert_complete(out, N)
+    assert not lock_path(out).exists()
+
+
+def test_resume_force_continues_despite_a_change(tmp_path: Path, reap: Any) -> None:
+    inputs, out = killed_at(tmp_path, reap, 50)
+    lines = inputs.read_text().splitlines(keepends=True)
+    lines[9] = '{"i": 9, "new": 1}\n'
+    inputs.write_text("".join(lines))
+    ran = resume(inputs, out, "--force")
+    assert ran.code == 0, ran.err
+    assert "resuming anyway (--force), although input line 10" in ran.err
+    assert_complete(out, N)
+    # the fingerprint now describes the inputs as they are: a plain resume passes
+    assert resume(inputs, out).code == 0
+
+
+def copied_flow(tmp_path: Path) -> Path:
+    """check.yaml with its pocketbatch.yaml and components, where a test may edit them."""
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    for name in ("check.yaml", "pocketbatch.yaml", "pb_batch_test_components.py"):
+        shutil.copy(DATA / name, folder / name)
+    return folder / "check.yaml"
+
+
+def first_run(tmp_path: Path, flow: Path, n: int = 6, keep: int = 4) -> tuple[Path, Path]:
+    """A complete run of ``flow`` over ``n`` inputs, cut to ``keep`` records."""
+    inputs = write_lines(tmp_path / "in.jsonl", ({"n": i} for i in range(n)))
+    out = tmp_path / "out.jsonl"
+    ran = batch("--flow", flow, "--inputs", inputs, "--output", out, cwd=tmp_path)
+    assert ran.code == 0, ran.err
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:keep]))
+    return inputs, out
+
+
+def test_resume_refuses_a_changed_flow(tmp_path: Path) -> None:
+    flow = copied_flow(tmp_path)
+    inputs, out = first_run(tmp_path, flow)
+    kept = out.read_bytes()
+    flow.write_text(flow.read_text().replace("path: n", "path: missing"))
+    ran = resume(inputs, out, flow=flow)
+    assert ran.code == 2, ran.err
+    assert "the flow changed since the first run (check.yaml)" in ran.err
+    assert out.read_bytes() == kept
+    ran = resume(inputs, out, "--force", flow=flow)
+    assert ran.code == 1, ran.err  # the new flow fails its items: the records mix
+    assert [r["outcome"] for r in records(out)] == ["success"] * 4 + ["failed"] * 2
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    flow = copied_flow(tmp_path)
+    inputs, out = first_run(tmp_path, flow)
+    folder = flow.parent
+    shutil.copy(folder / "pb_batch_test_components.py", folder / "pb_batch_test_v2.py")
+    config = folder / "pocketbatch.yaml"
+    config.write_text(config.read_text().replace("pb_batch_test_components", "pb_batch_test_v2"))
+    ran = resume(inputs, out, flow=flow)
+    assert ran.code == 2, ran.err
+    assert "the config changed since the first run" in ran.err
+    assert "pocketbatch.yaml" in ran.err
+
+
+def test_a_changed_var_only_warns(tmp_path: Path) -> None:
+    flow = copied_flow(tmp_path)
+    inputs = write_lines(tmp_path / "in.jsonl", ({"n": i} for i in range(6)))
+    out = tmp_path / "out.jsonl"
+    args = ("--flow", flow, "--inputs", inputs, "--output", out)
+    assert batch(*args, "--var", "rate=5", cwd=tmp_path).code == 0
+    ran = batch(*args, "--var", "rate=6", "--resume", cwd=tmp_path)
+    assert ran.code == 0, ran.err
+    assert "--var rate differs from the first run's" in ran.err
+
+
+def test_an_output_from_before_fingerprints_resumes_with_a_warning(tmp_path: Path) -> None:
+    flow = copied_flow(tmp_path)
+    inputs, out = first_run(tmp_path, flow)
+    sidecar_path(out).unlink()
+    ran = resume(inputs, out, flow=flow)
+    assert ran.code == 0, ran.err
+    assert "has no fingerprint" in ran.err
+    assert [r["result"] for r in records(out)] == [0, 2, 4, 6, 8, 10]
+
+
+def test_force_needs_resume(tmp_path: Path) -> None:
+    inputs = write_lines(tmp_path / "in.jsonl", [{"n": 1}])
+    ran = batch(
+        "--flow",
+        DATA / "check.yaml",
+        "--inputs",
+        inputs,
+        "--output",
+        "o.jsonl",
+        "--force",
+        cwd=tmp_path,
+    )
+    assert ran.code == 2
+    assert "--force only applies with --resume" in ran.err
 
 
 # -- one run per output -----------------------------------------------------------------------
