@@ -5,7 +5,7 @@
   overrides); an output from before fingerprints resumes with a warning;
 * one run per output: a second run on it fails at once (exit 2, naming the holder's
   pid) and leaves the first run's output intact; a SIGKILLed run does not leave the
-  output locked;
+  output locked, even when its process-executor workers outlive it;
 * nothing is written to the output before the executor is up: a run whose executor
   cannot start leaves an existing output (and its fingerprint) byte for byte.
 
@@ -295,6 +295,57 @@ def test_a_second_run_on_the_same_output_fails_at_once(tmp_path: Path, reap: Any
     assert first.wait(timeout=TIMEOUT) == 0
     assert_complete(out, N)
     assert not lock_path(out).exists()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_workers_outliving_a_killed_run_do_not_keep_its_output_locked(
+    tmp_path: Path, reap: Any
+) -> None:
+    """Process-executor workers are forked from the run and may outlive its SIGKILL
+    (here: held by the gate). A lock they inherited would block the resume."""
+    inputs = write_lines(tmp_path / "in.jsonl", ({"i": i} for i in range(N)))
+    out = tmp_path / "out.jsonl"
+    gate_file = tmp_path / "gate"
+    gate = {"PB_GATE_FILE": str(gate_file), "PB_GATE_FROM": "50"}
+    args = ("--flow", GATED, "--inputs", inputs, "--output", out, "--executor", "process")
+    first = reap(start(*args, "--workers", "2", cwd=tmp_path, env=gate))
+    wait_until(lambda: line_count(out) >= 50, first, "50 records")
+    workers = children(first.pid)
+    try:
+        first.kill()
+        assert first.wait(timeout=TIMEOUT) == -signal.SIGKILL
+        assert workers, "no worker processes"
+        assert all(alive(pid) for pid in workers)  # orphans now, still running
+        gate_file.touch()
+        ran = batch(*args, "--resume", cwd=tmp_path)
+        assert ran.code == 0, ran.err
+        assert_complete(out, N)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_run_holding_the_lock_is_never_entered_twice(tmp_path: Path) -> None:
