@@ -3,7 +3,7 @@
 Commands::
 
     pocketbatch run-batch --flow F --inputs IN.jsonl [--output OUT.jsonl] [--max-concurrent N]
-                          [--resume] [--executor async|process|ray|ray://HOST:PORT]
+                          [--resume [--force]] [--executor async|process|ray|ray://HOST:PORT]
                           [--workers N] [--chunk-size N] [--ray-working-dir DIR]
                           [--config C] [--var k=v]
     pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue an interrupted batch: keep the records --output has, run the rest",
+    )
+    batch.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though the flow, its config or the inputs "
+        "changed since the first run (the output then mixes records of both)",
     )
     batch.add_argument(
         "--executor",
@@ -390,6 +396,8 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
         raise _UsageError(f"--inputs {args.inputs}: no such file")
     if args.resume and not args.output:
         raise _UsageError("--resume needs --output: the file to continue")
+    if args.force and not args.resume:
+        raise _UsageError("--force only applies with --resume")
     output = Path(args.output) if args.output else None
     if output is not None and output.resolve() == inputs.resolve():
         raise _UsageError("--output must not be the --inputs file")
@@ -420,6 +428,7 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             chunk_size=args.chunk_size,
+            force=args.force,
         )
     except ResumeError as exc:
         raise _UsageError(str(exc)) from None

@@ -7,11 +7,19 @@ error, 130 interrupted (the output is left resumable: rerun with ``--resume``).
 Ctrl-C once: no new items start; those in flight finish and are written. Twice:
 in-flight items are cancelled. Either way the records written so far are a
 clean prefix of the full output.
+
+With ``--output OUT.jsonl`` the run holds ``OUT.jsonl.lock`` (a second run on the
+same output fails at once) and keeps a fingerprint of the run in
+``OUT.jsonl.pocketbatch``, so ``--resume`` refuses to continue with another flow,
+config or inputs (``--force`` overrides); see :mod:`pocketbatch.batch._sidecar`.
+Nothing is written to the output before the executor is up: a run that cannot
+start leaves an existing output as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from contextlib import aclosing
@@ -31,6 +39,14 @@ from pocketbatch.batch._jsonl import (
 )
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
+from pocketbatch.batch._sidecar import (
+    Fingerprint,
+    FlowIdentity,
+    InputsPrefix,
+    OutputLock,
+    check_resume,
+    lock_output,
+)
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult, LoadedFlow
@@ -72,6 +88,23 @@ def _say(message: str) -> None:
     print(f"pocketbatch: {message}", file=sys.stderr, flush=True)
 
 
+def _lock(output: Path | None) -> OutputLock | None:
+    """Lock the output for this run (stdout, a pipe or a device need none)."""
+    if output is None or (output.exists() and not output.is_file()):
+        return None
+    return lock_output(output)
+
+
+def _open_output(output: Path | None, earlier: Resumed) -> JsonlWriter:
+    """The writer, opened only now that the executor is up: a fresh run empties the
+    file, a resume cuts a torn last line and appends."""
+    if output is None:
+        return JsonlWriter(sys.stdout.buffer)
+    if earlier.done and output.stat().st_size != earlier.end:
+        os.truncate(output, earlier.end)
+    return JsonlWriter(output, append=bool(earlier.done))
+
+
 async def _run(
     flow: LoadedFlow,
     inputs: Path,
@@ -83,9 +116,17 @@ async def _run(
     workers: int | None,
     progress_enabled: bool,
     chunk_size: int | None = None,
+    force: bool = False,
+    fingerprinted: bool = False,
 ) -> int:
     total = count_inputs(inputs)
-    earlier = resume_state(output, inputs=total) if resume and output is not None else Resumed(0, 0)
+    identity = FlowIdentity.of(flow) if fingerprinted else None
+    earlier, prefix = Resumed(0, 0), InputsPrefix.empty()
+    if resume and output is not None:
+        # Only read here: nothing is written before the executor is up.
+        earlier = resume_state(output, inputs=total, repair=False)
+        if identity is not None:
+            prefix = check_resume(output, identity, inputs, earlier.done, force=force, warn=_say)
     skip = earlier.done
     if skip:
         _say(
@@ -108,13 +149,18 @@ async def _run(
             main.cancel()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    writer = JsonlWriter(output if output is not None else sys.stdout.buffer, append=bool(skip))
+    writer: JsonlWriter | None = None
+    fingerprint: Fingerprint | None = None
     runner = _WithLineNumbers(
         make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
     )
     cancelled = broken_pipe = False
     try:
         async with runner:
+            # The executor is up (and the flow loaded): only now touch the output.
+            writer = _open_output(output, earlier)
+            if output is not None and identity is not None:
+                fingerprint = Fingerprint.create(output, identity, inputs, prefix)
             stream = stream_results(
                 runner,
                 read_inputs(inputs, skip=skip),
@@ -126,6 +172,8 @@ async def _run(
             async with aclosing(stream):
                 async for index, result in stream:
                     before = writer.failed_outputs
+                    if fingerprint is not None:
+                        fingerprint.before(index)
                     writer.write(record(index, result))
                     progress.update(ok=result.ok and writer.failed_outputs == before)
     except asyncio.CancelledError:
@@ -134,19 +182,22 @@ async def _run(
         broken_pipe = True
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        if fingerprint is not None and writer is not None:
+            fingerprint.close(skip + writer.written)
         if broken_pipe:
             _silence_stdout()
-        else:
+        elif writer is not None:
             writer.close()
         progress.close()
     if broken_pipe:
         return EXIT_BROKEN_PIPE
+    written = writer.written if writer is not None else 0
     _say(progress.summary())
     failed = progress.failed + earlier.failed
     if skip:
-        _say(f"with the {skip} earlier records: {skip + writer.written} done, {failed} failed")
+        _say(f"with the {skip} earlier records: {skip + written} done, {failed} failed")
     if cancelled or stop.is_set():
-        done = skip + writer.written
+        done = skip + written
         where = f" --output {output}" if output is not None else ""
         _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
         return EXIT_INTERRUPTED
@@ -164,18 +215,36 @@ def run_batch_command(
     workers: int | None,
     progress: bool,
     chunk_size: int | None = None,
+    force: bool = False,
 ) -> int:
-    """Run the command (the CLI has parsed and checked the arguments)."""
-    return asyncio.run(
-        _run(
-            flow,
-            inputs,
-            output,
-            max_concurrent=max_concurrent,
-            resume=resume,
-            executor=executor,
-            workers=workers,
-            progress_enabled=progress,
-            chunk_size=chunk_size,
+    """Run the command (the CLI has parsed and checked the arguments).
+
+    With an ``output`` file, the run holds ``OUTPUT.lock`` and writes its fingerprint
+    to ``OUTPUT.pocketbatch`` (see :mod:`pocketbatch.batch._sidecar`); a resume whose
+    flow, config or inputs differ from the first run's is refused unless ``force``.
+    The output is opened for writing only once the executor is up.
+
+    Raises:
+        ResumeError: the resume does not continue the same run.
+        PocketbatchError: another run holds the output, or the executor cannot start.
+    """
+    lock = _lock(output)  # before anything else: a second run fails at once
+    try:
+        return asyncio.run(
+            _run(
+                flow,
+                inputs,
+                output,
+                max_concurrent=max_concurrent,
+                resume=resume,
+                executor=executor,
+                workers=workers,
+                progress_enabled=progress,
+                chunk_size=chunk_size,
+                force=force,
+                fingerprinted=lock is not None,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            lock.release()

@@ -380,26 +380,37 @@ class JsonlWriter:
 
 @dataclass(frozen=True)
 class Resumed:
-    """What an existing output already holds: ``done`` records, ``failed`` of them failed."""
+    """What an existing output already holds: ``done`` records, ``failed`` of them
+    failed, ending at byte ``end`` (anything after it is a torn last line)."""
 
     done: int
     failed: int
+    end: int = 0
 
 
-def resume_state(path: str | Path, *, inputs: int | None = None) -> Resumed:
+def resume_state(path: str | Path, *, inputs: int | None = None, repair: bool = True) -> Resumed:
     """Like :func:`resume_point`, also counting the failed records; with ``inputs``,
-    refuse an output holding more records than there are inputs.
+    refuse an output holding more records than there are inputs. With
+    ``repair=False`` the file is only read: a torn last line is left for the caller
+    to cut at :attr:`Resumed.end`.
 
     Raises:
         ResumeError: as :func:`resume_point`, or too many records.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> _ = f.write_bytes(b'{"index":0,"outcome":"failed"}\\n{"ind')
+        >>> resume_state(f, repair=False), len(f.read_bytes())
+        (Resumed(done=1, failed=1, end=31), 36)
     """
-    done, failed = _scan(path)
+    done, failed, end = _scan(path, repair=repair)
     if inputs is not None and done > inputs:
         raise ResumeError(
             f"{path} holds {done} records but the inputs have only {inputs} lines; "
             "resume only continues an output written by run-batch for the same inputs"
         )
-    return Resumed(done, failed)
+    return Resumed(done, failed, end)
 
 
 def resume_point(path: str | Path) -> int:
@@ -421,13 +432,14 @@ def resume_point(path: str | Path) -> int:
     return _scan(path)[0]
 
 
-def _scan(path: str | Path) -> tuple[int, int]:
-    """(records, failed records) in an output file, repairing a torn last line."""
+def _scan(path: str | Path, *, repair: bool = True) -> tuple[int, int, int]:
+    """(records, failed records, where they end) in an output file; with ``repair``,
+    cut a torn last line."""
     import orjson
 
     file = Path(path)
     if not file.exists():
-        return 0, 0
+        return 0, 0, 0
     done = failed = 0
     good_end = 0
     with open(file, "rb") as stream:
@@ -452,7 +464,7 @@ def _scan(path: str | Path) -> tuple[int, int]:
             done += 1
             failed += value.get("outcome") == "failed"
             good_end += len(raw)
-    if good_end != file.stat().st_size:
+    if repair and good_end != file.stat().st_size:
         with open(file, "r+b") as stream:
             stream.truncate(good_end)
-    return done, failed
+    return done, failed, good_end
