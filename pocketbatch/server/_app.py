@@ -109,6 +109,7 @@ def create_app(settings: ServerSettings) -> Any:
         )
         await manager.start()
         state["store"], state["manager"] = store, manager
+        app.state.store = store  # for in-process tests (e.g. Store.max_pages: a full disk)
         try:
             yield
         finally:

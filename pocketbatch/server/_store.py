@@ -96,6 +96,17 @@ class BatchRow:
 class Store:
     """A SQLite file holding batches, their inputs and their outputs.
 
+    Args:
+        path: the database file.
+        max_pages: a cap on the database's size in pages (SQLite's
+            ``max_page_count``; ``None``: none). Writes needing more pages fail
+            exactly as on a full disk. Tests use it to fill the "disk" for real.
+
+    Attributes:
+        max_pages: the cap, to change while running: a value below the database's
+            size means "full now", ``None`` or a higher value frees space. The
+            writer applies a change before its next attempt.
+
     Example:
         >>> import asyncio, tempfile, pathlib
         >>> store = Store(pathlib.Path(tempfile.mkdtemp()) / "pb.db")
@@ -108,8 +119,10 @@ class Store:
         >>> store.close()
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_pages: int | None = None) -> None:
         self.path = Path(path)
+        self.max_pages = max_pages
+        self._applied_max_pages: int | None = None
         self._queue: queue.Queue[tuple[Write, Future[Any]] | None] = queue.Queue()
         self._local = threading.local()
         writer = self._connect()
@@ -147,6 +160,7 @@ class Store:
                 batch.append(more)
             outcomes: list[tuple[bool, Any]] = []
             try:
+                self._apply_max_pages(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 for write, _ in batch:
                     # Each write in its own savepoint: one failing write must not
@@ -171,6 +185,13 @@ class Store:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+
+    def _apply_max_pages(self, conn: sqlite3.Connection) -> None:
+        wanted = self.max_pages
+        if wanted != self._applied_max_pages:
+            # Lifting the cap means SQLite's own default (max_page_count cannot be unset).
+            conn.execute(f"PRAGMA max_page_count = {int(wanted or 4294967294)}")
+            self._applied_max_pages = wanted
 
     def write(self, fn: Write) -> Future[Any]:
         """Queue ``fn(connection)`` to run in the writer's next transaction."""
