@@ -300,7 +300,8 @@ class Store:
                 retry_at = time.monotonic() + backoff(problem.retries)
             if stop:
                 if self._writer is not None:
-                    self._writer.close()
+                    with contextlib.suppress(sqlite3.Error):  # (a checkpoint on a full disk)
+                        self._writer.close()
                 return
 
     def _commit(self, group: list[_Job]) -> BaseException | None:
