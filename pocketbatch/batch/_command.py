@@ -2,7 +2,8 @@
 
 One output record per non-blank input line, in input order (stdout when there is
 no ``--output``). Exit codes: 0 all succeeded, 1 some failed, 2 usage or load
-error, 130 interrupted (the output is left resumable: rerun with ``--resume``).
+error, 3 no space left writing the output (ENOSPC, EDQUOT or EFBIG), 130
+interrupted (after 3 and 130 the output is left resumable: rerun with ``--resume``).
 
 Ctrl-C once: no new items start; those in flight finish and are written. Twice:
 in-flight items are cancelled. Either way the records written so far are a
@@ -19,9 +20,11 @@ start leaves an existing output as it was.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ("run_batch_command",)
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
+EXIT_NO_SPACE = 3  # the output could not be written: a full disk, a quota, a file size limit
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class _WithLineNumbers:
@@ -155,6 +160,7 @@ async def _run(
         make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
     )
     cancelled = broken_pipe = False
+    no_space: OSError | None = None
     try:
         async with runner:
             # The executor is up (and the flow loaded): only now touch the output.
@@ -180,17 +186,30 @@ async def _run(
         cancelled = True
     except BrokenPipeError:  # `run-batch ... | head`: the reader has gone
         broken_pipe = True
+    except OSError as exc:  # a full disk: stop; the records written stay a resumable prefix
+        if exc.errno not in _NO_SPACE:
+            raise
+        no_space = exc
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if fingerprint is not None and writer is not None:
-            fingerprint.close(skip + writer.written)
+            done = skip + writer.written
+            no_space = no_space or _unless_no_space(lambda: fingerprint.close(done))
         if broken_pipe:
             _silence_stdout()
         elif writer is not None:
-            writer.close()
+            no_space = no_space or _unless_no_space(writer.close)
         progress.close()
     if broken_pipe:
         return EXIT_BROKEN_PIPE
+    if no_space is not None:
+        what = os.strerror(no_space.errno or errno.ENOSPC).lower()
+        if output is None:
+            _silence_stdout()  # the exit's own flush of stdout would fail again
+            _say(f"error: {what} writing stdout; free space and run again")
+        else:
+            _say(f"error: {what} writing {output}; free space and rerun with --resume")
+        return EXIT_NO_SPACE
     written = writer.written if writer is not None else 0
     _say(progress.summary())
     failed = progress.failed + earlier.failed
@@ -202,6 +221,17 @@ async def _run(
         _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
         return EXIT_INTERRUPTED
     return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def _unless_no_space(close: Callable[[], object]) -> OSError | None:
+    """Call ``close``; a full disk (ENOSPC, EDQUOT, EFBIG) is returned, not raised."""
+    try:
+        close()
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        return exc
+    return None
 
 
 def run_batch_command(

@@ -17,6 +17,11 @@ builtins and mocks (``/python`` imports only from ``--allow-module`` modules;
 ``--allow-host``/``--allow-network`` ones, and the server's ``OPENAI_API_KEY`` only
 to its configured base URL); request, flow and batch sizes are limited (413/422
 with a message).
+
+Storage: when the disk is full, a submission answers 507 with a message, and
+running batches pause (their records are retried until stored) with a
+``storage_error`` ``{message, retries, since}`` in their status until writes
+succeed again; they then continue where they were.
 """
 
 import hmac
@@ -87,7 +92,7 @@ def create_app(settings: ServerSettings) -> Any:
     from pocketbatch.batch._jsonl import dumps_json, encode_record, input_lines, loads_json
     from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
     from pocketbatch.server._manager import BatchManager
-    from pocketbatch.server._store import Store
+    from pocketbatch.server._store import StorageError, Store
 
     options = LoaderOptions(
         allow_python_imports=bool(settings.allow_modules),
@@ -118,6 +123,7 @@ def create_app(settings: ServerSettings) -> Any:
         )
         await manager.start()
         state["store"], state["manager"] = store, manager
+        app.state.store = store  # for in-process tests (e.g. Store.max_pages: a full disk)
         try:
             yield
         finally:
@@ -237,9 +243,20 @@ def create_app(settings: ServerSettings) -> Any:
     def described(row: Any) -> dict[str, Any]:
         out = dict(row.to_dict())
         out["running"] = state["manager"].in_flight.get(row.id, 0)
+        problem = state["store"].storage_problem  # a running batch waits for it
+        running = problem is not None and state["manager"].running(row.id)
+        out["storage_error"] = problem.to_dict() if running else None
         return out
 
     api = "/api/v1"
+
+    @app.exception_handler(StorageError)
+    async def no_storage(request: Request, exc: StorageError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"{exc}; the server is out of storage: free space, then submit again"},
+            status_code=507,
+            headers={"Retry-After": "30"},
+        )
 
     if protected:
 
@@ -282,11 +299,40 @@ def create_app(settings: ServerSettings) -> Any:
         },
     }
 
+    status_schema = {
+        "type": "object",
+        "properties": {
+            "storage_error": {
+                "description": "writes are failing (a full disk): the batch waits and "
+                "retries; null once they succeed",
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "properties": {
+                            "message": {"type": "string"},
+                            "retries": {"type": "integer", "description": "failed attempts"},
+                            "since": {"type": "number", "description": "Unix time"},
+                        },
+                    },
+                    {"type": "null"},
+                ],
+            },
+        },
+        "additionalProperties": True,
+    }
+    status_doc: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"application/json": {"schema": status_schema}}}
+    }
+    no_space_doc: dict[int | str, dict[str, Any]] = {
+        507: {"description": "the server's disk is full: nothing was stored"}
+    }
+
     @app.post(
         f"{api}/batches",
         status_code=201,
         dependencies=[Depends(authorize)],
         openapi_extra={"requestBody": batch_body},
+        responses=no_space_doc,
     )
     async def submit(request: Request) -> dict[str, Any]:
         """Accept a batch: stored durably before this returns, then run in the background.
@@ -319,7 +365,11 @@ def create_app(settings: ServerSettings) -> Any:
         rows, total = state["store"].list_batches(limit=limit, offset=offset)
         return {"batches": [described(r) for r in rows], "total": total}
 
-    @app.get(f"{api}/batches/{{batch_id}}", dependencies=[Depends(authorize)])
+    @app.get(
+        f"{api}/batches/{{batch_id}}",
+        dependencies=[Depends(authorize)],
+        responses=status_doc,
+    )
     async def get_batch(batch_id: str) -> dict[str, Any]:
         """A batch's status and counts."""
         return described(batch_or_404(batch_id))

@@ -10,11 +10,17 @@ was not yet committed runs again and is stored once (``INSERT OR IGNORE``).
 
 All batches share one global limit on items in flight; each batch's workers wait
 for it in turn (FIFO), so one huge batch cannot starve a small one.
+
+On a full disk the store keeps each batch's records and retries them until they
+commit; a batch with more than a few groups of records waiting stops taking new
+inputs until they are stored (it pauses, its status shows the storage error) and
+continues when space returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import uuid
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ("BatchManager",)
 
 _FLUSH_AFTER = 0.05  # seconds a finished record may wait for others to share its write
+_WRITES_AHEAD = 16  # groups of records a batch may have queued, not yet stored, and go on
 
 
 class _Indexed:
@@ -220,6 +227,11 @@ class BatchManager:
                     elif flush_later is None:
                         loop = asyncio.get_running_loop()
                         flush_later = loop.call_later(_FLUSH_AFTER, flush)
+                    waiting = [w for w in writes if not w.done()]
+                    if len(waiting) > _WRITES_AHEAD:
+                        # The store is behind (a full disk: its writes wait for space):
+                        # wait for it rather than pile up records only in memory.
+                        await asyncio.shield(asyncio.wrap_future(waiting[0]))
         except asyncio.CancelledError:
             status = "running" if self._closing else "cancelled"
         except Exception as exc:  # the flow no longer loads, or a bug: fail the batch
@@ -228,17 +240,30 @@ class BatchManager:
 
             print(f"pocketbatch serve: batch {batch_id} failed: {exc!r}", file=sys.stderr)
         finally:
-            if flush_later is not None:
-                flush_later.cancel()
-            if pending:
-                writes.append(self.store.add_outputs_nowait(pending))
-            for write in writes:
-                await asyncio.wrap_future(write)
-            if status != "running":
-                await self.store.set_status(batch_id, status, finished=True)
-            self._tasks.pop(batch_id, None)
-            self.in_flight.pop(batch_id, None)
-            self._done[batch_id].set()
+            try:
+                if flush_later is not None:
+                    flush_later.cancel()
+                if pending:
+                    writes.append(self.store.add_outputs_nowait(pending))
+                # Closing: the store's close() finishes the queued writes (or, on a
+                # full disk, leaves those inputs to run again at the next start).
+                if status != "running":
+                    for write in writes:  # on a full disk: once space returns
+                        await asyncio.shield(asyncio.wrap_future(write))
+                    await self.store.set_status(batch_id, status, finished=True)
+            except Exception as exc:  # a record not stored, for another reason than space
+                import sys
+
+                print(
+                    f"pocketbatch serve: batch {batch_id}: storing its records failed: {exc!r}",
+                    file=sys.stderr,
+                )
+                with contextlib.suppress(Exception):
+                    await self.store.set_status(batch_id, "failed", finished=True)
+            finally:  # whatever happened, nobody waits for this batch forever
+                self._tasks.pop(batch_id, None)
+                self.in_flight.pop(batch_id, None)
+                self._done[batch_id].set()
 
     async def wait(self, batch_id: str) -> None:
         """Return when the batch is no longer running."""

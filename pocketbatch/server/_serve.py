@@ -51,4 +51,18 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
         raise MissingExtraError("pocketbatch serve", "server") from None
     app = create_app(settings)
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+    _log_to_stderr()
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _log_to_stderr() -> None:
+    """The server's own log lines (a full disk, its recovery) go to stderr, timestamped."""
+    import logging
+
+    log = logging.getLogger("pocketbatch")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False

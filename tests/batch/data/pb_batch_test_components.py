@@ -17,7 +17,7 @@ from typing import Any
 
 # "counted" is served by the module __getattr__ below; a route reaches such a name
 # only when the module exports it in __all__.
-__all__ = ["check", "checksum", "counted", "cpu", "cpu_pid", "crash", "gated"]
+__all__ = ["check", "checksum", "counted", "cpu", "cpu_pid", "crash", "gated"]  # noqa: F822
 
 if os.environ.get("PB_IMPORT_LOG"):
     with open(os.environ["PB_IMPORT_LOG"], "a", encoding="utf-8") as _log:

@@ -23,3 +23,15 @@ async def nap(data: dict[str, Any]) -> dict[str, Any]:
         with open(log, "a", encoding="utf-8") as f:  # noqa: ASYNC230
             f.write(f"{data['i']}\n")
     return {"i": data["i"]}
+
+
+async def gate(data: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the file ``gate`` exists (when given), then append ``i`` to the file
+    ``log`` (when given): ``{"i": i, "pad": "x" * pad}``."""
+    path = data.get("gate")
+    while path and not os.path.exists(path):  # noqa: ASYNC110, ASYNC240 (a test gate)
+        await asyncio.sleep(0.01)
+    if data.get("log"):
+        with open(data["log"], "a", encoding="utf-8") as f:  # noqa: ASYNC230
+            f.write(f"{data['i']}\n")
+    return {"i": data["i"], "pad": "x" * data.get("pad", 0)}
