@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch.batch._runner import InputProblem
+from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult
@@ -34,6 +35,8 @@ __all__ = (
     "ResumeError",
     "Resumed",
     "count_inputs",
+    "encode_input",
+    "encode_record",
     "non_finite",
     "parse_line",
     "read_inputs",
@@ -102,6 +105,12 @@ def parse_line(number: int, raw: bytes) -> Line | InputProblem:
         return InputProblem(
             "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
         )
+    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        return InputProblem(
+            "INVALID_INPUT",
+            f"line {number}: the input nests more than {MAX_DEPTH} levels of objects and "
+            f"arrays (the limit is {MAX_DEPTH})",
+        )
     if _has_huge_number(value):
         # orjson reads integers beyond 64 bits as floats: keep them exact.
         import json
@@ -127,13 +136,18 @@ _HUGE = float(2**63)
 
 
 def _any_float(value: Any, test: Callable[[float], bool]) -> bool:
-    """Whether some float inside the JSON ``value`` passes ``test``."""
-    if isinstance(value, float):
-        return test(value)
-    if isinstance(value, dict):
-        return any(_any_float(v, test) for v in value.values())
-    if isinstance(value, list):
-        return any(_any_float(v, test) for v in value)
+    """Whether some float inside the JSON ``value`` passes ``test`` (iterative: a value
+    nested however deep is looked through without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if test(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
@@ -179,6 +193,78 @@ def record(index: int, result: FlowResult) -> dict[str, Any]:
     return {"index": index, **result.to_dict()}
 
 
+def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
+    """One record as a JSON line, and whether it had to become an ``INVALID_OUTPUT`` failure.
+
+    A result that JSON cannot hold (NaN, infinities, objects that are not JSON, or
+    nesting too deep to write) fails its own record; the line is always written.
+
+    Example:
+        >>> encode_record({"index": 0, "outcome": "success", "result": 1})
+        (b'{"index":0,"outcome":"success","result":1}\\n', False)
+        >>> nan = {"index": 1, "outcome": "success", "result": [float("nan")]}
+        >>> line, replaced = encode_record(nan)
+        >>> replaced, b"INVALID_OUTPUT" in line
+        (True, True)
+    """
+    import orjson
+
+    problem = None
+    try:
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError as exc:
+        try:  # integers beyond 64 bits, nesting beyond orjson's 255 levels
+            import json
+
+            line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        except (TypeError, ValueError):
+            problem = f"the result is not JSON: {exc}"
+        except RecursionError:
+            problem = "the result nests too deeply to write as JSON"
+    if problem is None and non_finite(record.get("result")):
+        problem = "the result holds NaN or Infinity, which JSON cannot represent"
+    if problem is None:
+        return line, False
+    failed = {
+        "index": record.get("index"),
+        "outcome": "failed",
+        "error": {"code": "INVALID_OUTPUT", "message": problem},
+    }
+    return orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE), True
+
+
+def encode_input(value: Any) -> bytes:
+    """An input value as one line of JSON (no newline), to be read back by :func:`parse_line`.
+
+    A value nested more than :data:`~pocketbatch.loader._source.MAX_DEPTH` levels is
+    cut off one level below the limit: it still reads back as too deep, so it fails
+    its own record instead of failing the whole submission.
+
+    Example:
+        >>> encode_input({"a": [1, 2]})
+        b'{"a":[1,2]}'
+        >>> deep = {}
+        >>> for _ in range(500):
+        ...     deep = {"a": deep}
+        >>> parse_line(1, encode_input(deep)).code
+        'INVALID_INPUT'
+    """
+    import orjson
+
+    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        value = _clipped(value, MAX_DEPTH + 1)
+    return orjson.dumps(value)
+
+
+def _clipped(value: Any, levels: int) -> Any:
+    """``value`` with the objects and arrays below ``levels`` levels emptied."""
+    if isinstance(value, dict):
+        return {k: _clipped(v, levels - 1) for k, v in value.items()} if levels > 1 else {}
+    if isinstance(value, list):
+        return [_clipped(v, levels - 1) for v in value] if levels > 1 else []
+    return value
+
+
 class JsonlWriter:
     """Writes records as JSON lines to a file (appending) or a stream.
 
@@ -206,28 +292,8 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         """Write one record as one line."""
-        import orjson
-
-        problem = None
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError as exc:
-            try:  # integers beyond 64 bits: the standard library writes them exactly
-                import json
-
-                line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
-            except (TypeError, ValueError):
-                problem = f"the result is not JSON: {exc}"
-        if problem is None and non_finite(record.get("result")):
-            problem = "the result holds NaN or Infinity, which JSON cannot represent"
-        if problem is not None:  # fail the record, keep the line
-            self.failed_outputs += 1
-            failed = {
-                "index": record.get("index"),
-                "outcome": "failed",
-                "error": {"code": "INVALID_OUTPUT", "message": problem},
-            }
-            line = orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE)
+        line, replaced = encode_record(record)
+        self.failed_outputs += replaced
         self._stream.write(line)
         self._stream.flush()
         self.written += 1

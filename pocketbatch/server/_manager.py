@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from pocketbatch.batch._executors import Executor, make_executor
-from pocketbatch.batch._jsonl import Line, parse_line, record, with_line
+from pocketbatch.batch._jsonl import Line, encode_record, parse_line, record, with_line
 from pocketbatch.batch._runner import InputProblem, stream_results
 from pocketbatch.server._store import Store
 
@@ -191,7 +191,6 @@ class BatchManager:
                 _Indexed(index, _decode_line(blob))
                 for index, blob in self.store.pending_inputs(batch_id)
             )
-            import orjson
 
             def flush() -> None:
                 # Records go to the store in groups (fewer transactions), and at the
@@ -213,8 +212,9 @@ class BatchManager:
                     executor, items, max_concurrency=workers
                 ):
                     index = executor.indexes.pop(ordinal)
-                    data = orjson.dumps(record(index, result))
-                    pending.append((batch_id, index, result.ok, data))
+                    # (a result JSON cannot hold fails its own record, not the batch)
+                    line, replaced = encode_record(record(index, result))
+                    pending.append((batch_id, index, result.ok and not replaced, line[:-1]))
                     if len(pending) >= 64:
                         flush()
                     elif flush_later is None:
