@@ -39,12 +39,23 @@ class Limits:
         max_batch_items: inputs in one batch (422 beyond).
         max_concurrent: a batch's ``max_concurrent`` (422 beyond); the server's own
             ``--max-concurrent`` still caps what runs at once.
+        header_timeout: seconds a client has to send a request's line and headers
+            (the connection is closed after; ``pocketbatch serve`` only).
+        body_timeout: seconds a request body may go without a byte (closed after).
+        max_connections: connections open at once; one more gets 503 and is closed.
+
+    Example:
+        >>> Limits(max_request_bytes=1024).max_connections
+        1000
     """
 
     max_request_bytes: int = 256 * 1024 * 1024
     max_flow_bytes: int = 1024 * 1024
     max_batch_items: int = 1_000_000
     max_concurrent: int = 10_000
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ def create_app(settings: ServerSettings) -> Any:
 
     from pocketbatch import __version__
     from pocketbatch.loader import LoaderOptions, load_flow
+    from pocketbatch.server._guard import BodyLimit
     from pocketbatch.server._manager import BatchManager
     from pocketbatch.server._store import Store
 
@@ -126,6 +138,8 @@ def create_app(settings: ServerSettings) -> Any:
         docs_url=None if protected else "/docs",
         redoc_url=None,
     )
+    # The body limit holds while the body streams in, chunked or not (413 at once).
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
 
     def authorize(request: Request) -> None:
         if settings.token is None:
