@@ -82,12 +82,14 @@ def create_app(settings: ServerSettings) -> Any:
     """
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi.concurrency import run_in_threadpool
         from fastapi.responses import JSONResponse, StreamingResponse
     except ImportError:
         raise MissingExtraError("pocketbatch serve", "server") from None
     import orjson
 
     from pocketbatch import __version__
+    from pocketbatch.batch._jsonl import encode_input
     from pocketbatch.loader import LoaderOptions, load_flow
     from pocketbatch.server._guard import BodyLimit
     from pocketbatch.server._manager import BatchManager
@@ -179,8 +181,7 @@ def create_app(settings: ServerSettings) -> Any:
         data["inputs_jsonl"] = rest.decode("utf-8", errors="replace")
         return data
 
-    async def body_json(request: Request) -> Any:
-        raw = await body_bytes(request)
+    def json_submission(raw: bytes) -> dict[str, Any]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -188,6 +189,11 @@ def create_app(settings: ServerSettings) -> Any:
         if not isinstance(data, dict):
             raise HTTPException(422, "the request body must be a JSON object")
         return data
+
+    async def body_json(request: Request) -> Any:
+        # Parsing, compiling and splitting run in worker threads: a big body or flow
+        # must not stall the event loop (and every other request) while it is read.
+        return await run_in_threadpool(json_submission, await body_bytes(request))
 
     def flow_text(data: dict[str, Any]) -> str:
         text = data.get("flow")
@@ -199,9 +205,9 @@ def create_app(settings: ServerSettings) -> Any:
             )
         return text
 
-    def load_or_422(text: str) -> Any:
+    async def load_or_422(text: str) -> Any:
         try:
-            return state["manager"].load(text)
+            return await run_in_threadpool(state["manager"].load, text)
         except LoadError as exc:
             raise HTTPException(422, f"the flow does not load: {exc}") from None
 
@@ -220,7 +226,8 @@ def create_app(settings: ServerSettings) -> Any:
             inputs = data.get("inputs")
             if not isinstance(inputs, list):
                 raise HTTPException(422, "'inputs' is required: a list of inputs (or inputs_jsonl)")
-            lines = [(i + 1, orjson.dumps(item)) for i, item in enumerate(inputs)]
+            # (an input too deep to store whole is cut so that it fails its own record)
+            lines = [(i + 1, encode_input(item)) for i, item in enumerate(inputs)]
         if len(lines) > settings.limits.max_batch_items:
             raise HTTPException(
                 422, f"{len(lines)} inputs; a batch may hold {settings.limits.max_batch_items}"
@@ -296,12 +303,12 @@ def create_app(settings: ServerSettings) -> Any:
         """
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
-            data = jsonl_submission(await body_bytes(request))
+            data = await run_in_threadpool(jsonl_submission, await body_bytes(request))
         else:
             data = await body_json(request)
         text = flow_text(data)
-        load_or_422(text)
-        lines = lines_of(data)
+        await load_or_422(text)
+        lines = await run_in_threadpool(lines_of, data)
         limit = data.get("max_concurrent", 16)
         top = settings.limits.max_concurrent
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
@@ -348,7 +355,7 @@ def create_app(settings: ServerSettings) -> Any:
     async def run(request: Request) -> Any:
         """Run a flow once on one input; the FlowResult."""
         data = await body_json(request)
-        flow = load_or_422(flow_text(data))
+        flow = await load_or_422(flow_text(data))
         result = await flow.run_async(data.get("input"))
         return JSONResponse(result.to_dict())
 
