@@ -25,6 +25,8 @@ from typing import Any
 
 __all__ = ("BodyLimit", "guarded_protocol")
 
+_MAX_LINGERING = 64  # refused connections that may drain at once before being closed
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -189,12 +191,14 @@ def guarded_protocol(
         header_timeout: float = head_seconds
         body_timeout: float = body_seconds
         max_connections: int = cap
+        _lingering = 0  # refused connections still draining (all servers of this class)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._deadline: asyncio.TimerHandle | None = None
             self._phase = "head"  # head | body | other
             self._refused = False
+            self._lingers = False
             self._got_bytes = False
 
         # -- connection cap ----------------------------------------------------------
@@ -205,12 +209,15 @@ def guarded_protocol(
                 self._refused = True
                 self.connections.discard(self)  # not served, so not counted
                 transport.write(refusal % len(refusal_body) + refusal_body)
-                if transport.can_write_eof():
+                if transport.can_write_eof() and GuardedH11Protocol._lingering < _MAX_LINGERING:
                     # Half-close and let the client's request (if any) drain briefly,
-                    # so it can read the 503 instead of meeting a reset.
+                    # so it can read the 503 instead of meeting a reset. Only a few at
+                    # a time: under a flood, the rest are closed at once.
+                    GuardedH11Protocol._lingering += 1
+                    self._lingers = True
                     transport.write_eof()
                     self._arm(min(1.0, self.header_timeout), transport.close)
-                else:  # pragma: no cover - TLS transports
+                else:
                     transport.close()
                 return
             self._arm(self.header_timeout, self._head_expired)
@@ -229,6 +236,9 @@ def guarded_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._lingers:
+                self._lingers = False
+                GuardedH11Protocol._lingering -= 1
             super().connection_lost(exc)
 
         def on_response_complete(self) -> None:

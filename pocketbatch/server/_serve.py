@@ -9,7 +9,7 @@ from pathlib import Path
 from pocketbatch._errors import MissingExtraError
 from pocketbatch.server._app import ServerSettings, create_app
 
-__all__ = ("connection_cap", "is_loopback", "serve")
+__all__ = ("connection_budget", "is_loopback", "serve")
 
 
 def is_loopback(host: str) -> bool:
@@ -54,10 +54,11 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
     app = create_app(settings)
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
     limits = settings.limits
+    connections, backlog = connection_budget(limits.max_connections)
     protocol = guarded_protocol(
         header_timeout=limits.header_timeout,
         body_timeout=limits.body_timeout,
-        max_connections=connection_cap(limits.max_connections),
+        max_connections=connections,
     )
     uvicorn.run(
         app,
@@ -66,29 +67,35 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
         log_level="warning",
         access_log=False,  # one line per request is a flood under load
         http=protocol,
+        backlog=backlog,
     )
 
 
-_FD_RESERVE = 128  # descriptors kept for the store, logs, worker pipes, Ray...
+_FD_RESERVE = 192  # descriptors for the store, logs, worker pipes, refused connections...
+_BURSTS = 4  # accept bursts (of up to `backlog` sockets) that may be open before refusals close
 
 
-def connection_cap(wanted: int) -> int:
-    """``wanted`` connections, or fewer when the open-file limit cannot hold them.
+def connection_budget(wanted: int) -> tuple[int, int]:
+    """(connections to serve, listen backlog) that the open-file limit can hold.
 
+    Beside the connections it serves, a server holds the sockets it has just
+    accepted (a few bursts of up to ``backlog`` each) until it has refused them.
     Raises the soft ``RLIMIT_NOFILE`` towards the hard limit when that makes room;
-    otherwise caps the connections below it (saying so on stderr), so that the
-    server never runs out of descriptors and stops accepting altogether.
+    otherwise serves fewer connections (saying so on stderr), so the server never
+    runs out of descriptors (and never stops accepting).
 
     Example:
-        >>> 1 <= connection_cap(10) <= 10
+        >>> connections, backlog = connection_budget(10)
+        >>> 1 <= connections <= 10 and 8 <= backlog <= 128
         True
     """
+    backlog = min(128, max(8, wanted))
     try:
         import resource
     except ImportError:  # pragma: no cover - Windows
-        return wanted
+        return wanted, backlog
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = wanted + _FD_RESERVE
+    needed = wanted + _BURSTS * backlog + _FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
@@ -97,8 +104,10 @@ def connection_cap(wanted: int) -> int:
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return wanted
-    cap = max(1, soft - _FD_RESERVE)
+        return wanted, backlog
+    room = max(0, soft - _FD_RESERVE)
+    backlog = min(backlog, max(8, room // (2 * _BURSTS)))
+    cap = max(1, min(wanted, room - _BURSTS * backlog))
     import sys
 
     print(
@@ -106,4 +115,4 @@ def connection_cap(wanted: int) -> int:
         f"connections instead of {wanted} (raise it with ulimit -n)",
         file=sys.stderr,
     )
-    return cap
+    return cap, backlog

@@ -8,6 +8,7 @@ the connection cap holds when a third connection reads ``503`` while two are ope
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -27,7 +28,7 @@ WAIT = 30.0  # generous socket timeout; the server's own timeouts are 0.5 s
 class Served:
     """A ``pocketbatch serve`` subprocess on 127.0.0.1 (no token, no config)."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, open_files: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
         self.log_path = tmp_path / f"server-{self.port}.log"
@@ -40,6 +41,7 @@ class Served:
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -70,12 +72,18 @@ class Served:
         return self.log_path.read_text(errors="replace")
 
 
+def _limit_open_files(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     servers: list[Served] = []
 
-    def start(*args: str) -> Served:
-        server = Served(tmp_path, *args)
+    def start(*args: str, open_files: int | None = None) -> Served:
+        server = Served(tmp_path, *args, open_files=open_files)
         servers.append(server)
         return server
 
@@ -259,3 +267,47 @@ def test_a_connection_over_the_cap_gets_503_while_two_are_held(
         time.sleep(0.05)
     assert statuses[-1] == 200
     assert server.log_text() == "", "refused connections must not be logged one by one"
+
+
+def test_a_flood_of_connections_never_runs_the_server_out_of_descriptors(
+    serve: Callable[..., Served],
+) -> None:
+    """900 connections held open against a server allowed 400 open files: it serves
+    fewer connections than asked (saying so once), refuses the rest, never fails to
+    accept (which asyncio would log with a traceback every second), and serves again
+    once the flood is gone."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1200), hard))
+    flood = min(900, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+    server = serve("--header-timeout", "5", open_files=400)
+    socks = []
+    try:
+        for _ in range(flood):
+            sock = server.connect()
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
+            socks.append(sock)
+        # every held connection is either being served (its head is pending) or refused
+        refused = 0
+        for sock in socks:
+            sock.settimeout(0.01)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                refused += sock.recv(12).startswith(b"HTTP/1.1 503")
+        assert refused > 0
+    finally:
+        for sock in socks:
+            sock.close()
+    statuses: list[Any] = []
+    for _ in range(400):
+        statuses.append(httpx.get(f"{server.url}/health", timeout=WAIT).status_code)
+        if statuses[-1] == 200:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 200
+    log = server.log_text()
+    assert log.splitlines() == [
+        "pocketbatch serve: the open-file limit is 400: serving at most 104 connections "
+        "instead of 1000 (raise it with ulimit -n)"
+    ], log
