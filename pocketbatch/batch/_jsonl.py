@@ -226,7 +226,7 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     if problem is None:
         return line, False
     failed = {
-        "index": record.get("index"),
+        **({"index": record["index"]} if "index" in record else {}),
         "outcome": "failed",
         "error": {"code": "INVALID_OUTPUT", "message": problem},
     }

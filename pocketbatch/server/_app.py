@@ -83,13 +83,13 @@ def create_app(settings: ServerSettings) -> Any:
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
         from fastapi.concurrency import run_in_threadpool
-        from fastapi.responses import JSONResponse, StreamingResponse
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
     except ImportError:
         raise MissingExtraError("pocketbatch serve", "server") from None
     import orjson
 
     from pocketbatch import __version__
-    from pocketbatch.batch._jsonl import encode_input
+    from pocketbatch.batch._jsonl import encode_input, encode_record
     from pocketbatch.loader import LoaderOptions, load_flow
     from pocketbatch.server._guard import BodyLimit
     from pocketbatch.server._manager import BatchManager
@@ -357,6 +357,8 @@ def create_app(settings: ServerSettings) -> Any:
         data = await body_json(request)
         flow = await load_or_422(flow_text(data))
         result = await flow.run_async(data.get("input"))
-        return JSONResponse(result.to_dict())
+        # As a batch record: a result JSON cannot hold is an INVALID_OUTPUT failure.
+        line, _ = await run_in_threadpool(encode_record, result.to_dict())
+        return Response(line.rstrip(b"\n"), media_type="application/json")
 
     return app

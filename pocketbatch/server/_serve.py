@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import time
 from pathlib import Path
 
 from pocketbatch._errors import MissingExtraError
 from pocketbatch.server._app import ServerSettings, create_app
 
-__all__ = ("connection_budget", "is_loopback", "serve")
+__all__ = ("QuietRepeats", "connection_budget", "is_loopback", "serve")
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +55,9 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
 
     app = create_app(settings)
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+    # uvicorn logs some problems once per request ("Invalid HTTP request received."):
+    # a client repeating one must not flood the log.
+    logging.getLogger("uvicorn.error").addFilter(QuietRepeats())
     limits = settings.limits
     connections, backlog = connection_budget(limits.max_connections)
     protocol = guarded_protocol(
@@ -116,3 +121,35 @@ def connection_budget(wanted: int) -> tuple[int, int]:
         file=sys.stderr,
     )
     return cap, backlog
+
+
+class QuietRepeats(logging.Filter):
+    """A log filter that lets a message through once per ``window`` seconds; the next
+    one to pass says how many like it were held back meanwhile.
+
+    Example:
+        >>> quiet = QuietRepeats(window=60)
+        >>> records = [logging.makeLogRecord({"msg": "Invalid HTTP request received."})
+        ...            for _ in range(3)]
+        >>> [quiet.filter(r) for r in records]
+        [True, False, False]
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}  # message -> (when passed, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        now = time.monotonic()
+        passed, held = self._seen.get(key, (-self.window, 0))
+        if now - passed < self.window:
+            self._seen[key] = (passed, held + 1)
+            return False
+        if len(self._seen) > 1000:  # distinct messages: keep the memory bounded
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {self.window:g} s)"
+        return True

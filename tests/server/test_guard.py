@@ -311,3 +311,14 @@ def test_a_flood_of_connections_never_runs_the_server_out_of_descriptors(
         "pocketbatch serve: the open-file limit is 400: serving at most 104 connections "
         "instead of 1000 (raise it with ulimit -n)"
     ], log
+
+
+def test_repeated_bad_requests_are_logged_once(serve: Callable[..., Served]) -> None:
+    """uvicorn warns once per malformed request; 30 of them make one log line."""
+    server = serve()
+    for _ in range(30):
+        with server.connect() as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert read_until_eof(sock).startswith(b"HTTP/1.1 400 ")
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert server.log_text().count("Invalid HTTP request received.") == 1

@@ -157,3 +157,25 @@ async def test_health_answers_while_a_flow_compiles(
         release.set()
         response = await run
         assert response.json() == {"outcome": "success", "result": 7}
+
+
+@pytest.mark.asyncio
+async def test_runs_answers_a_result_json_cannot_hold_with_a_failure(tmp_path: Path) -> None:
+    """/runs used to answer 500 (RecursionError, or ValueError for NaN) here."""
+    components = ComponentRegistry()
+
+    @components.component("/test/value")
+    def value(input: Any) -> Any:
+        return deep(5000) if input["kind"] == "deep" else float("nan")
+
+    flow = "steps:\n  - {id: v, component: /test/value, input: {kind: {$input: kind}}}\n"
+    flow += "output: {$step: v}\n"
+    settings = ServerSettings(db=tmp_path / "pb.db", registry=components)
+    async for client in serving(settings):
+        for kind in ("deep", "nan"):
+            response = await client.post(
+                "/api/v1/runs", json={"flow": flow, "input": {"kind": kind}}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["outcome"] == "failed"
+            assert response.json()["error"]["code"] == "INVALID_OUTPUT"
