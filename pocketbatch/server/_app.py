@@ -31,7 +31,7 @@ __all__ = ("Limits", "ServerSettings", "create_app")
 
 @dataclass(frozen=True)
 class Limits:
-    """Sizes a request may not exceed.
+    """Sizes a request may not exceed, and how long and how many clients may take.
 
     Attributes:
         max_request_bytes: the whole request body (413 beyond).
