@@ -197,6 +197,34 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="items in flight across all batches (64)",
     )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=256 * 1024 * 1024,
+        metavar="N",
+        help="largest request body; counted while it streams in, 413 beyond (256 MiB)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers; then it is cut off (10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds a request body may go without a byte; then it is cut off (60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="connections open at once; one more gets 503 (1000, kept below the open-file limit)",
+    )
 
     _client_parsers(sub)
 
@@ -315,6 +343,16 @@ def _allow_network(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _variables(pairs: Sequence[str]) -> dict[str, Any]:
@@ -442,7 +480,7 @@ def _cmd_run_batch(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from pocketbatch.server._app import ServerSettings
+    from pocketbatch.server._app import Limits, ServerSettings
     from pocketbatch.server._serve import serve
 
     settings = ServerSettings(
@@ -456,6 +494,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_workers=args.workers,
         allow_hosts=frozenset(args.allow_host),
         allow_networks=frozenset(args.allow_network),
+        limits=Limits(
+            max_request_bytes=args.max_request_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+        ),
     )
     try:
         serve(settings, host=args.host, port=args.port)

@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch.batch._runner import InputProblem
+from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
 if TYPE_CHECKING:
     from pocketbatch.loader import FlowResult
@@ -45,6 +46,7 @@ __all__ = (
     "Resumed",
     "count_inputs",
     "dumps_json",
+    "encode_input",
     "encode_record",
     "input_lines",
     "loads_json",
@@ -139,6 +141,12 @@ def parse_line(number: int, raw: bytes) -> Line | InputProblem:
     if not isinstance(value, dict):
         return InputProblem(
             "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
+        )
+    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        return InputProblem(
+            "INVALID_INPUT",
+            f"line {number}: the input nests more than {MAX_DEPTH} levels of objects and "
+            f"arrays (the limit is {MAX_DEPTH})",
         )
     return Line(number, value)
 
@@ -330,6 +338,37 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     failed = {"index": record["index"]} if "index" in record else {}
     failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
     return orjson.dumps(failed), True
+
+
+def encode_input(value: Any) -> bytes:
+    """An input value as one line of JSON (no newline), to be read back by :func:`parse_line`.
+
+    A value nested more than :data:`~pocketbatch.loader._source.MAX_DEPTH` levels is
+    cut off one level below the limit: it still reads back as too deep, so it fails
+    its own record instead of failing the whole submission. Integers beyond 64 bits
+    stay exact (:func:`dumps_json`).
+
+    Example:
+        >>> encode_input({"a": [1, 2]})
+        b'{"a":[1,2]}'
+        >>> deep = {}
+        >>> for _ in range(500):
+        ...     deep = {"a": deep}
+        >>> parse_line(1, encode_input(deep)).code
+        'INVALID_INPUT'
+    """
+    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        value = _clipped(value, MAX_DEPTH + 1)
+    return dumps_json(value)
+
+
+def _clipped(value: Any, levels: int) -> Any:
+    """``value`` with the objects and arrays below ``levels`` levels emptied."""
+    if isinstance(value, dict):
+        return {k: _clipped(v, levels - 1) for k, v in value.items()} if levels > 1 else {}
+    if isinstance(value, list):
+        return [_clipped(v, levels - 1) for v in value] if levels > 1 else []
+    return value
 
 
 class JsonlWriter:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pocketbatch._errors import ComponentError
+from pocketbatch._errors import ComponentError, LoadError
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 
 if TYPE_CHECKING:
@@ -385,19 +385,30 @@ class LoadFile(_Builtin):
         return {"data": content, "metadata": metadata}
 
     def _parse(self, text: str, fmt: str, resolved: Path) -> Any:
+        from pocketbatch.loader._source import MAX_DEPTH, nesting_depth, parse_data_yaml
+
+        too_deep = f"{resolved} nests more than {MAX_DEPTH} levels deep"
         if fmt == "json":
             try:
-                return json.loads(text)
+                data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise self.invalid(
                     f"{resolved} is not valid JSON: {exc.msg} "
                     f"(line {exc.lineno}, column {exc.colno})"
                 ) from None
+            except RecursionError:  # deeper than Python's own parser goes
+                raise self.invalid(too_deep) from None
+            if nesting_depth(data, MAX_DEPTH) > MAX_DEPTH:
+                raise self.invalid(too_deep)
+            return data
         if fmt == "yaml":
             import yaml
 
             try:
-                return yaml.load(text, Loader=yaml.CSafeLoader)  # the C *safe* loader only
+                # The C *safe* loader only; aliases and nesting are limited.
+                return parse_data_yaml(text, name=str(resolved))
+            except LoadError as exc:
+                raise self.invalid(f"{exc}") from None
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark or exc.context_mark
                 problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)

@@ -29,13 +29,24 @@ from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped, truthy
-from pocketbatch.loader._source import DocPath, Document, parse_document, read_document
+from pocketbatch.loader._source import (
+    MAX_DEPTH,
+    DocPath,
+    Document,
+    nesting_depth,
+    parse_document,
+    read_document,
+)
 from pocketbatch.loader._spec import FlowSpec, StepSpec, TestCase, parse_flow
 
 if TYPE_CHECKING:
     from pocketbatch.loader._testing import CaseOutcome
 
-__all__ = ("FlowError", "FlowResult", "LoadedFlow", "load_flow")
+__all__ = ("MAX_NESTED_FLOWS", "FlowError", "FlowResult", "LoadedFlow", "load_flow")
+
+MAX_NESTED_FLOWS = 16
+"""How many flows deep /builtin/eval and /builtin/map may nest (a flow file that
+names itself as its own nested flow stops here, with a LoadError)."""
 
 Outcome = Literal["success", "failed", "skipped"]
 
@@ -549,6 +560,7 @@ class LoadedFlow:
         self._resolve = resolve
         self.recipe: FlowRecipe | None = None  # set by load_flow
         self._subflows: dict[str, LoadedFlow] = {}
+        self._nesting = 0  # flows around this one (nested flows: 1 and more)
         self._validator: Any = None
         self._variables_validator: Any = None
         self._nodes: dict[str, StepNode | ForEachStepNode] = {}
@@ -638,6 +650,12 @@ class LoadedFlow:
             >>> flow.check_input({}).message
             "input $: 'name' is a required property"
         """
+        if nesting_depth(input, MAX_DEPTH) > MAX_DEPTH:
+            return FlowError(
+                "INVALID_INPUT",
+                f"the input nests more than {MAX_DEPTH} levels of objects and arrays "
+                f"(the limit is {MAX_DEPTH})",
+            )
         schema = self.spec.input_schema
         if schema is None:
             return None
@@ -645,7 +663,12 @@ class LoadedFlow:
             from jsonschema import Draft202012Validator
 
             self._validator = Draft202012Validator(schema)
-        errors = list(self._validator.iter_errors(input))
+        try:
+            errors = list(self._validator.iter_errors(input))
+        except RecursionError:  # a recursive schema may descend many frames per level
+            return FlowError(
+                "INVALID_INPUT", "the input is nested too deeply to check against the input schema"
+            )
         if not errors:
             return None
         from jsonschema.exceptions import best_match
@@ -696,6 +719,11 @@ class LoadedFlow:
                 a sub-flow written in the file, a :class:`LoadError` with its line
                 and column instead).
         """
+        if where is None and nesting_depth(source, MAX_DEPTH) > MAX_DEPTH:
+            # Made while running (the flow reader checks what it reads itself).
+            raise ComponentError(
+                "INVALID_INPUT", f"nested flow: the flow nests more than {MAX_DEPTH} levels deep"
+            )
         key = source if isinstance(source, str) else json.dumps(source, sort_keys=True, default=str)
         found = self._subflows.get(key)
         if found is None:
@@ -976,6 +1004,11 @@ def _load(
             return component
 
     def subflow(source: Any, owner: LoadedFlow, where: DocPath | None) -> LoadedFlow:
+        if owner._nesting >= MAX_NESTED_FLOWS:
+            raise doc.error(
+                f"nested flows go more than {MAX_NESTED_FLOWS} deep (does a flow run itself?)",
+                where or (),
+            )
         if isinstance(source, str):
             # Confined like /builtin/load_file, and checked before the file is read.
             from pocketbatch.loader._builtins import confined_path
@@ -1007,6 +1040,7 @@ def _load(
         return _load(sub_doc, registry, None, owner.variables, allow_python_imports, parent=owner)
 
     flow = LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
+    flow._nesting = parent._nesting + 1 if parent is not None else 0
     flow._load_literal_subflows()
     return flow
 

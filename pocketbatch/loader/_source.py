@@ -11,6 +11,16 @@ by hand, so that
   of failing.
 
 JSON is YAML, so one reader serves both.
+
+Before any Python object is built, the composed node graph is measured (in one
+pass, linear in the graph: an alias is a shared node, counted once per node), and
+a document is refused with a :class:`LoadError` when
+
+* it nests mappings/sequences more than :data:`MAX_DEPTH` levels deep (counting
+  through aliases), or
+* its aliases would add more than :data:`MAX_ALIAS_NODES` nodes when expanded (a
+  "billion laughs" bomb is refused in milliseconds, not expanded), or an alias
+  refers to its own anchor (an endless structure).
 """
 
 from __future__ import annotations
@@ -24,14 +34,24 @@ from typing import Any
 from pocketbatch._errors import LoadError
 
 __all__ = (
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
     "Document",
     "PairList",
     "Position",
     "did_you_mean",
     "listed",
+    "nesting_depth",
+    "parse_data_yaml",
     "parse_document",
     "read_document",
 )
+
+MAX_DEPTH = 100
+"""How deeply mappings and sequences may nest in a flow, config or input (levels)."""
+
+MAX_ALIAS_NODES = 100_000
+"""How many nodes YAML aliases may add to a document when expanded."""
 
 DocPath = tuple[str | int, ...]
 
@@ -106,12 +126,29 @@ def read_document(path: str | Path) -> Document:
     return parse_document(text, name=str(path), path=file)
 
 
-def parse_document(text: str, *, name: str = "<string>", path: Path | None = None) -> Document:
+def parse_document(
+    text: str,
+    *,
+    name: str = "<string>",
+    path: Path | None = None,
+    max_depth: int = MAX_DEPTH,
+    max_alias_nodes: int = MAX_ALIAS_NODES,
+) -> Document:
     """Parse YAML or JSON ``text`` into a :class:`Document`.
 
     Raises:
         LoadError: a syntax error (with its line and column), a tag that the
-            safe loader refuses, or an empty document.
+            safe loader refuses, an empty document, nesting deeper than
+            ``max_depth`` levels, or aliases that would add more than
+            ``max_alias_nodes`` nodes (or refer to themselves).
+
+    Example:
+        >>> parse_document("a: [1, {b: true}]").data
+        {'a': [1, {'b': True}]}
+        >>> parse_document("[[[1]]]", max_depth=2)
+        Traceback (most recent call last):
+        ...
+        pocketbatch._errors.LoadError: <string>:1:3: nested more than 2 levels deep here ...
     """
     import yaml
 
@@ -120,6 +157,7 @@ def parse_document(text: str, *, name: str = "<string>", path: Path | None = Non
         node = loader.get_single_node()
         if node is None:
             raise LoadError("the document is empty", file=name, line=1, column=1)
+        _check_graph(node, name, max_depth=max_depth, max_alias_nodes=max_alias_nodes)
         doc = Document(data=None, name=name, path=path)
         doc.data = _Builder(loader, doc).build(node, ())
         return doc
@@ -134,6 +172,31 @@ def parse_document(text: str, *, name: str = "<string>", path: Path | None = Non
         ) from None
     except yaml.YAMLError as exc:
         raise LoadError(f"invalid YAML: {exc}", file=name) from None
+    finally:
+        loader.dispose()
+
+
+def parse_data_yaml(text: str, *, name: str = "<string>") -> Any:
+    """Parse a YAML data file as ``yaml.safe_load`` does (C loader, YAML 1.1 scalars),
+    with the reader's limits on nesting and aliases checked before anything is built.
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+        LoadError: nesting deeper than :data:`MAX_DEPTH`, or an alias bomb.
+
+    Example:
+        >>> parse_data_yaml("a: &x [1, 2]\\nb: *x")
+        {'a': [1, 2], 'b': [1, 2]}
+    """
+    import yaml
+
+    loader = yaml.CSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_graph(node, name, max_depth=MAX_DEPTH, max_alias_nodes=MAX_ALIAS_NODES)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -192,6 +255,122 @@ def _loader_class() -> Any:
         Yaml12SafeLoader.add_constructor(int_tag, construct_int)
         _LOADER = Yaml12SafeLoader
     return _LOADER
+
+
+def _check_graph(root: Any, name: str, *, max_depth: int, max_alias_nodes: int) -> None:
+    """Refuse a composed document that is too deep, or that aliases would blow up.
+
+    One iterative post-order walk over the collections of the node graph computes,
+    for each distinct one, its expanded size (nodes, counting an aliased value
+    each time it appears) and its depth (collection levels, through aliases).
+    The work is linear in the composed graph, however large the expansion would be.
+    A scalar counts as written where it appears (an alias to a scalar is one node
+    for one token); only aliased mappings and sequences multiply.
+    """
+    import yaml
+
+    mapping, sequence = yaml.MappingNode, yaml.SequenceNode
+    if root.__class__ is not mapping and root.__class__ is not sequence:
+        return
+
+    def inner(node: Any) -> tuple[int, list[Any]]:
+        """(scalar children, collection children) of a collection."""
+        flat = (
+            [part for pair in node.value for part in pair]
+            if node.__class__ is mapping
+            else node.value
+        )
+        subs = [k for k in flat if k.__class__ is mapping or k.__class__ is sequence]
+        return len(flat) - len(subs), subs
+
+    size: dict[int, int] = {}  # id(collection) -> expanded size
+    depth: dict[int, int] = {}  # id(collection) -> levels, itself included
+    uses: dict[int, int] = {}  # id(collection) -> how many collections hold it
+    nodes: dict[int, Any] = {}
+    written = 0  # nodes as written: each collection once, each scalar where it appears
+    active: set[int] = {id(root)}
+    scalars, subs = inner(root)
+    stack: list[tuple[Any, int, list[Any], int]] = [(root, scalars, subs, 0)]
+    while stack:
+        node, scalars, subs, at = stack[-1]
+        if at < len(subs):
+            stack[-1] = (node, scalars, subs, at + 1)
+            kid = subs[at]
+            key = id(kid)
+            uses[key] = uses.get(key, 0) + 1
+            if key in active:
+                raise _graph_error(
+                    name,
+                    kid,
+                    "an alias refers to its own anchor here: the value would contain "
+                    "itself without end",
+                )
+            if key not in size:
+                nodes[key] = kid
+                active.add(key)
+                stack.append((kid, *inner(kid), 0))
+            continue
+        stack.pop()
+        key = id(node)
+        active.discard(key)
+        written += 1 + scalars
+        size[key] = 1 + scalars + sum([size[id(k)] for k in subs])
+        depth[key] = 1 + max([depth[id(k)] for k in subs], default=0)
+
+    added = size[id(root)] - written  # nodes that only aliases contribute
+    if added > max_alias_nodes:
+        shared = [k for k, n in uses.items() if n > 1]
+        biggest = nodes[max(shared, key=lambda k: size[k])] if shared else root
+        raise _graph_error(
+            name,
+            biggest,
+            f"YAML aliases would expand the document by {added} nodes, more than the "
+            f"limit of {max_alias_nodes}; the largest aliased value is the anchor here",
+        )
+    if depth[id(root)] > max_depth:
+        node = root
+        for _ in range(max_depth):  # follow the deepest path to the first level too many
+            node = max(inner(node)[1], key=lambda k: depth[id(k)])
+        raise _graph_error(name, node, _too_deep(max_depth))
+
+
+def _too_deep(limit: int) -> str:
+    return f"nested more than {limit} levels deep here (mappings and lists may nest {limit})"
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How many levels of dicts and lists ``value`` nests, counting at most to ``limit + 1``.
+
+    Iterative, so a value nested thousands of levels deep is measured without
+    recursion; the walk stops as soon as the count passes ``limit``.
+
+    Example:
+        >>> nesting_depth({"a": [1, {"b": 2}]}), nesting_depth("text")
+        (3, 0)
+        >>> nesting_depth([[[[[]]]]], limit=2)
+        3
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            inner: Any = item.values()
+        elif isinstance(item, list | tuple):
+            inner = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        stack.extend((v, level + 1) for v in inner if isinstance(v, dict | list | tuple))
+    return deepest
+
+
+def _graph_error(name: str, node: Any, message: str) -> LoadError:
+    pos = _pos(node)
+    return LoadError(message, file=name, line=pos.line, column=pos.column)
 
 
 _MAP_TAG = "tag:yaml.org,2002:map"

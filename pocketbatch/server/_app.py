@@ -38,7 +38,7 @@ __all__ = ("Limits", "ServerSettings", "create_app")
 
 @dataclass(frozen=True)
 class Limits:
-    """Sizes a request may not exceed.
+    """Sizes a request may not exceed, and how long and how many clients may take.
 
     Attributes:
         max_request_bytes: the whole request body (413 beyond).
@@ -46,12 +46,23 @@ class Limits:
         max_batch_items: inputs in one batch (422 beyond).
         max_concurrent: a batch's ``max_concurrent`` (422 beyond); the server's own
             ``--max-concurrent`` still caps what runs at once.
+        header_timeout: seconds a client has to send a request's line and headers
+            (the connection is closed after; ``pocketbatch serve`` only).
+        body_timeout: seconds a request body may go without a byte (closed after).
+        max_connections: connections open at once; one more gets 503 and is closed.
+
+    Example:
+        >>> Limits(max_request_bytes=1024).max_connections
+        1000
     """
 
     max_request_bytes: int = 256 * 1024 * 1024
     max_flow_bytes: int = 1024 * 1024
     max_batch_items: int = 1_000_000
     max_concurrent: int = 10_000
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -84,13 +95,20 @@ def create_app(settings: ServerSettings) -> Any:
     """
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi.concurrency import run_in_threadpool
         from fastapi.responses import JSONResponse, Response, StreamingResponse
     except ImportError:
         raise MissingExtraError("pocketbatch serve", "server") from None
 
     from pocketbatch import __version__
-    from pocketbatch.batch._jsonl import dumps_json, encode_record, input_lines, loads_json
+    from pocketbatch.batch._jsonl import (
+        encode_input,
+        encode_record,
+        input_lines,
+        loads_json,
+    )
     from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
+    from pocketbatch.server._guard import BodyLimit
     from pocketbatch.server._manager import BatchManager
     from pocketbatch.server._store import StorageError, Store
 
@@ -141,6 +159,8 @@ def create_app(settings: ServerSettings) -> Any:
         docs_url=None if protected else "/docs",
         redoc_url=None,
     )
+    # The body limit holds while the body streams in, chunked or not (413 at once).
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
 
     def authorize(request: Request) -> None:
         if settings.token is None:
@@ -180,8 +200,7 @@ def create_app(settings: ServerSettings) -> Any:
             )
         return data, rest
 
-    async def body_json(request: Request) -> Any:
-        raw = await body_bytes(request)
+    def json_submission(raw: bytes) -> dict[str, Any]:
         try:
             data = loads_json(raw)  # integers beyond 64 bits stay exact
         except ValueError as exc:
@@ -189,6 +208,11 @@ def create_app(settings: ServerSettings) -> Any:
         if not isinstance(data, dict):
             raise HTTPException(422, "the request body must be a JSON object")
         return data
+
+    async def body_json(request: Request) -> Any:
+        # Parsing, compiling and splitting run in worker threads: a big body or flow
+        # must not stall the event loop (and every other request) while it is read.
+        return await run_in_threadpool(json_submission, await body_bytes(request))
 
     def flow_text(data: dict[str, Any]) -> str:
         text = data.get("flow")
@@ -200,9 +224,9 @@ def create_app(settings: ServerSettings) -> Any:
             )
         return text
 
-    def load_or_422(text: str) -> Any:
+    async def load_or_422(text: str) -> Any:
         try:
-            return state["manager"].load(text)
+            return await run_in_threadpool(state["manager"].load, text)
         except LoadError as exc:
             raise HTTPException(422, f"the flow does not load: {exc}") from None
 
@@ -223,11 +247,8 @@ def create_app(settings: ServerSettings) -> Any:
             inputs = data.get("inputs")
             if not isinstance(inputs, list):
                 raise HTTPException(422, "'inputs' is required: a list of inputs (or inputs_jsonl)")
-            for i, item in enumerate(inputs):  # read from the body: big integers exact
-                try:
-                    lines.append((i + 1, dumps_json(item)))
-                except (TypeError, ValueError) as exc:  # deeper than JSON writers go
-                    raise HTTPException(422, f"inputs[{i}] cannot be stored: {exc}") from None
+            # (an input too deep to store whole is cut so that it fails its own record)
+            lines = [(i + 1, encode_input(item)) for i, item in enumerate(inputs)]
         if len(lines) > settings.limits.max_batch_items:
             raise HTTPException(
                 422, f"{len(lines)} inputs; a batch may hold {settings.limits.max_batch_items}"
@@ -344,12 +365,12 @@ def create_app(settings: ServerSettings) -> Any:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         jsonl: bytes | None = None
         if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"):
-            data, jsonl = jsonl_submission(await body_bytes(request))
+            data, jsonl = await run_in_threadpool(jsonl_submission, await body_bytes(request))
         else:
             data = await body_json(request)
         text = flow_text(data)
-        load_or_422(text)
-        lines = lines_of(data, jsonl)
+        await load_or_422(text)
+        lines = await run_in_threadpool(lines_of, data, jsonl)
         limit = data.get("max_concurrent", 16)
         top = settings.limits.max_concurrent
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
@@ -401,9 +422,10 @@ def create_app(settings: ServerSettings) -> Any:
         """Run a flow once on one input; the FlowResult (a result that is not JSON is
         an ``INVALID_OUTPUT`` failure, as in a batch's record)."""
         data = await body_json(request)
-        flow = load_or_422(flow_text(data))
+        flow = await load_or_422(flow_text(data))
         result = await flow.run_async(data.get("input"))
-        body, _ = encode_record(result.to_dict())
+        # As a batch record: a result JSON cannot hold is an INVALID_OUTPUT failure.
+        body, _ = await run_in_threadpool(encode_record, result.to_dict())
         return Response(body, media_type="application/json")
 
     return app

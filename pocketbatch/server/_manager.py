@@ -112,6 +112,7 @@ class BatchManager:
         self.in_flight: dict[str, int] = {}  # items running now, by batch
         self._load_text = load
         self._flows: OrderedDict[str, LoadedFlow] = OrderedDict()
+        self._flows_lock = threading.Lock()
         self.max_concurrent = max_concurrent
         self._slots: asyncio.Semaphore | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -121,15 +122,21 @@ class BatchManager:
         self._ray_pool: Any = None  # with --executor ray: the actors all batches share
 
     def load(self, flow_text: str) -> LoadedFlow:
-        """The compiled flow for ``flow_text`` (cached for the most recent 64)."""
-        found = self._flows.get(flow_text)
-        if found is None:
-            found = self._load_text(flow_text)
+        """The compiled flow for ``flow_text`` (cached for the most recent 64).
+
+        Safe to call from worker threads (the server compiles off the event loop);
+        the compiling itself happens outside the cache's lock.
+        """
+        with self._flows_lock:
+            found = self._flows.get(flow_text)
+            if found is not None:
+                self._flows.move_to_end(flow_text)
+                return found
+        found = self._load_text(flow_text)
+        with self._flows_lock:
             self._flows[flow_text] = found
             if len(self._flows) > 64:
                 self._flows.popitem(last=False)
-        else:
-            self._flows.move_to_end(flow_text)
         return found
 
     async def start(self) -> None:
@@ -186,7 +193,7 @@ class BatchManager:
         flush_later: asyncio.TimerHandle | None = None
         status = "completed"
         try:
-            flow = self.load(row.flow)
+            flow = await asyncio.to_thread(self.load, row.flow)  # off the event loop
             if self._ray_pool is not None:
                 from pocketbatch.executors.ray import RayExecutor
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import time
 from pathlib import Path
 
 from pocketbatch._errors import MissingExtraError
 from pocketbatch.server._app import ServerSettings, create_app
 
-__all__ = ("is_loopback", "serve")
+__all__ = ("QuietRepeats", "connection_budget", "is_loopback", "serve")
 
 
 def is_loopback(host: str) -> bool:
@@ -49,10 +51,109 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
         import uvicorn
     except ImportError:
         raise MissingExtraError("pocketbatch serve", "server") from None
+    from pocketbatch.server._guard import guarded_protocol
+
     app = create_app(settings)
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
     _log_to_stderr()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn logs some problems once per request ("Invalid HTTP request received."):
+    # a client repeating one must not flood the log.
+    logging.getLogger("uvicorn.error").addFilter(QuietRepeats())
+    limits = settings.limits
+    connections, backlog = connection_budget(limits.max_connections)
+    protocol = guarded_protocol(
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+        max_connections=connections,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # one line per request is a flood under load
+        http=protocol,
+        backlog=backlog,
+    )
+
+
+_FD_RESERVE = 192  # descriptors for the store, logs, worker pipes, refused connections...
+_BURSTS = 4  # accept bursts (of up to `backlog` sockets) that may be open before refusals close
+
+
+def connection_budget(wanted: int) -> tuple[int, int]:
+    """(connections to serve, listen backlog) that the open-file limit can hold.
+
+    Beside the connections it serves, a server holds the sockets it has just
+    accepted (a few bursts of up to ``backlog`` each) until it has refused them.
+    Raises the soft ``RLIMIT_NOFILE`` towards the hard limit when that makes room;
+    otherwise serves fewer connections (saying so on stderr), so the server never
+    runs out of descriptors (and never stops accepting).
+
+    Example:
+        >>> connections, backlog = connection_budget(10)
+        >>> 1 <= connections <= 10 and 8 <= backlog <= 128
+        True
+    """
+    backlog = min(128, max(8, wanted))
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return wanted, backlog
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + _BURSTS * backlog + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted, backlog
+    room = max(0, soft - _FD_RESERVE)
+    backlog = min(backlog, max(8, room // (2 * _BURSTS)))
+    cap = max(1, min(wanted, room - _BURSTS * backlog))
+    import sys
+
+    print(
+        f"pocketbatch serve: the open-file limit is {soft}: serving at most {cap} "
+        f"connections instead of {wanted} (raise it with ulimit -n)",
+        file=sys.stderr,
+    )
+    return cap, backlog
+
+
+class QuietRepeats(logging.Filter):
+    """A log filter that lets a message through once per ``window`` seconds; the next
+    one to pass says how many like it were held back meanwhile.
+
+    Example:
+        >>> quiet = QuietRepeats(window=60)
+        >>> records = [logging.makeLogRecord({"msg": "Invalid HTTP request received."})
+        ...            for _ in range(3)]
+        >>> [quiet.filter(r) for r in records]
+        [True, False, False]
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}  # message -> (when passed, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        now = time.monotonic()
+        passed, held = self._seen.get(key, (-self.window, 0))
+        if now - passed < self.window:
+            self._seen[key] = (passed, held + 1)
+            return False
+        if len(self._seen) > 1000:  # distinct messages: keep the memory bounded
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {self.window:g} s)"
+        return True
 
 
 def _log_to_stderr() -> None:
