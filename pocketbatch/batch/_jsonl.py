@@ -327,8 +327,10 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     problem = None
     try:
         line = dumps_json(record)
-    except (TypeError, ValueError) as exc:
+    except TypeError as exc:
         problem = f"the result is not JSON: {exc}"
+    except ValueError:  # dumps_json: deeper than any JSON writer goes
+        problem = "the result nests too deeply to write as JSON"
     if problem is None and non_finite(record.get("result")):
         problem = "the result holds NaN or Infinity, which JSON cannot represent"
     if problem is None:
