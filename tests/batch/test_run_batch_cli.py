@@ -320,8 +320,10 @@ def test_bad_lines_fail_their_own_record_naming_the_line(tmp_path: Path) -> None
 
 
 def test_a_result_nested_too_deep_to_write_fails_its_record_only(tmp_path: Path) -> None:
-    """An input orjson reads (1000 levels) echoed back is too deep to write: that record
-    fails with INVALID_OUTPUT, the batch goes on (it used to stop with a RecursionError)."""
+    """An input orjson reads (1000 levels), echoed back, used to stop the batch with a
+    RecursionError. Now the line fails alone: with INVALID_INPUT, since inputs may nest
+    at most 100 levels (a result too deep to write is INVALID_OUTPUT: see
+    tests/batch/test_deep_values.py); the batch goes on."""
     flow = tmp_path / "echo.yaml"
     flow.write_text("output: {$input: d}\n")
     inputs = tmp_path / "in.jsonl"
@@ -334,7 +336,7 @@ def test_a_result_nested_too_deep_to_write_fails_its_record_only(tmp_path: Path)
     got = records(out)
     assert got[0] == {"index": 0, "outcome": "success", "result": 1}
     assert got[1]["outcome"] == "failed"
-    assert got[1]["error"]["code"] == "INVALID_OUTPUT"
+    assert got[1]["error"]["code"] == "INVALID_INPUT"
     assert got[2] == {"index": 2, "outcome": "success", "result": 3}
     assert ran.summary() == (3, 2, 1)
 
