@@ -418,10 +418,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         line = _dump(result.to_dict())
     except ValueError:  # NaN or Infinity in the result: not JSON
-        from pocketbatch.loader import FlowError, FlowResult
+        from pocketbatch._result import FlowResult
 
         message = "the result holds NaN or Infinity, which JSON cannot represent"
-        result = FlowResult("failed", error=FlowError("INVALID_OUTPUT", message))
+        result = FlowResult.failed("INVALID_OUTPUT", message)
         line = _dump(result.to_dict())
     print(line)
     if not result.ok:

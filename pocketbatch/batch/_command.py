@@ -52,7 +52,8 @@ from pocketbatch.batch._sidecar import (
 )
 
 if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult, LoadedFlow
+    from pocketbatch._result import FlowResult
+    from pocketbatch.loader import LoadedFlow
 
 __all__ = ("run_batch_command",)
 

@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
+from pocketbatch._result import FlowResult
 from pocketbatch.core import AsyncNode, BaseNode, Observer
-
-if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult
 
 __all__ = (
     "INPUT_KEY",
@@ -69,12 +67,6 @@ class Executor(Protocol):
     async def run(self, index: int, item: Any) -> FlowResult: ...
 
 
-def _failed(code: str, message: str) -> FlowResult:
-    from pocketbatch.loader import FlowError, FlowResult
-
-    return FlowResult("failed", error=FlowError(code, message))
-
-
 def flow_runner(flow: Any, *, observer: Observer | None = None) -> Runner:
     """``async run(item) -> FlowResult`` for a loaded flow file or a core flow/node.
 
@@ -93,7 +85,7 @@ def flow_runner(flow: Any, *, observer: Observer | None = None) -> Runner:
         >>> asyncio.run(run(21)).to_dict()
         {'outcome': 'success', 'result': 42}
     """
-    from pocketbatch.loader import FlowResult, LoadedFlow
+    from pocketbatch.loader import LoadedFlow
 
     if isinstance(flow, LoadedFlow):
         loaded = flow
@@ -119,7 +111,7 @@ def flow_runner(flow: Any, *, observer: Observer | None = None) -> Runner:
                 await asyncio.to_thread(node.run, shared, observer=observer)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return _failed("COMPONENT_FAILED", detail)
+            return FlowResult.failed("COMPONENT_FAILED", detail)
         return FlowResult("success", shared.get(OUTPUT_KEY))
 
     return run_core
@@ -247,7 +239,7 @@ class ProcessExecutor:
                     self._generation += 1
                     old.shutdown(wait=False, cancel_futures=True)
         except Exception as exc:  # the item or its result does not pickle
-            return _failed("COMPONENT_FAILED", f"{type(exc).__name__}: {exc}")
+            return FlowResult.failed("COMPONENT_FAILED", f"{type(exc).__name__}: {exc}")
         return await self._run_alone(item)
 
     async def _run_alone(self, item: Any) -> FlowResult:
@@ -264,12 +256,12 @@ class ProcessExecutor:
             except BrokenProcessPool:
                 self._solo.shutdown(wait=False, cancel_futures=True)
                 self._solo = None
-                return _failed(
+                return FlowResult.failed(
                     "WORKER_CRASHED",
                     "the worker process running this item died (the item was run alone)",
                 )
             except Exception as exc:
-                return _failed("COMPONENT_FAILED", f"{type(exc).__name__}: {exc}")
+                return FlowResult.failed("COMPONENT_FAILED", f"{type(exc).__name__}: {exc}")
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers})"

@@ -30,14 +30,12 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from pocketbatch._errors import PocketbatchError
+from pocketbatch._result import FlowResult
 from pocketbatch.batch._runner import InputProblem
 from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
-
-if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult
 
 __all__ = (
     "JsonlWriter",

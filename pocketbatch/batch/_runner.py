@@ -15,15 +15,13 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pocketbatch._errors import PocketbatchError
+from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
 from pocketbatch.core import Event, EventKind, Observer
 from pocketbatch.core._events import guarded
-
-if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult
 
 __all__ = (
     "BatchItemError",
@@ -157,9 +155,7 @@ async def stream_results(
                 if observer is not None:
                     observer(Event(EventKind.ITEM_STARTED, name, item=index))
                 if isinstance(item, InputProblem):
-                    from pocketbatch.loader import FlowError, FlowResult
-
-                    result = FlowResult("failed", error=FlowError(item.code, item.message))
+                    result = FlowResult.failed(item.code, item.message)
                 else:
                     result = await executor.run(index, item)
                 if observer is not None:

@@ -36,12 +36,10 @@ import asyncio
 from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from pocketbatch._errors import MissingExtraError, PocketbatchError
-
-if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult
+from pocketbatch._result import FlowResult
 
 __all__ = ("RayExecutor", "RayPool")
 
@@ -259,8 +257,6 @@ class RayPool:
 
     async def run_alone(self, key: str, ref: Any, item: Any) -> FlowResult:
         """Run a suspect item on an actor of its own, one suspect at a time."""
-        from pocketbatch.loader import FlowError, FlowResult
-
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         async with self._solo_lock:
@@ -271,7 +267,7 @@ class RayPool:
                 return results[0]
             except died:
                 message = "the Ray worker running this item died (the item was run alone)"
-                return FlowResult("failed", error=FlowError("WORKER_CRASHED", message))
+                return FlowResult.failed("WORKER_CRASHED", message)
 
     def kill(self) -> None:
         """Stop the actors."""
@@ -517,8 +513,6 @@ class RayExecutor:
             self._soon = asyncio.get_running_loop().call_soon(self._distribute)
 
     async def _chunk_results(self, pool: RayPool, items: list[Any], slot: int) -> list[FlowResult]:
-        from pocketbatch.loader import FlowError, FlowResult
-
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
@@ -531,9 +525,7 @@ class RayExecutor:
             return [await pool.run_alone(self._key, self._ref, item) for item in items]
         except Exception as exc:  # the item or result could not travel
             detail = f"{type(exc).__name__}: {exc}"
-            return [
-                FlowResult("failed", error=FlowError("COMPONENT_FAILED", detail)) for _ in items
-            ]
+            return [FlowResult.failed("COMPONENT_FAILED", detail) for _ in items]
         return results
 
     def __repr__(self) -> str:

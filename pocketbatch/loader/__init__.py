@@ -12,10 +12,11 @@ component paths (registry, config files, mocks, ``/python`` imports);
 into core graphs and runs them; ``_testing`` runs a file's ``test.cases``.
 """
 
+from pocketbatch._result import FlowError, FlowResult
 from pocketbatch.loader._component import CallContext, LoaderOptions
 from pocketbatch.loader._network import NetworkPolicy
 from pocketbatch.loader._registry import ComponentRegistry
-from pocketbatch.loader._run import FlowError, FlowRecipe, FlowResult, LoadedFlow, load_flow
+from pocketbatch.loader._run import FlowRecipe, LoadedFlow, load_flow
 
 __all__ = (
     "CallContext",

@@ -15,7 +15,8 @@ from pocketbatch.core import AsyncNode, AsyncParallelBatchFlow
 from pocketbatch.loader._component import CallContext, Component
 
 if TYPE_CHECKING:
-    from pocketbatch.loader._run import FlowResult, LoadedFlow
+    from pocketbatch._result import FlowResult
+    from pocketbatch.loader._run import LoadedFlow
 
 __all__ = ("EvalComponent", "MapComponent", "nested_components")
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
+from pocketbatch._result import FlowError, FlowResult
 from pocketbatch.core import AsyncFlow, AsyncNode, AsyncParallelBatchNode, ItemError, Observer
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._expr import EvalError, Expr, NeedStep, StepSkipped, truthy
@@ -47,67 +48,6 @@ __all__ = ("MAX_NESTED_FLOWS", "FlowError", "FlowResult", "LoadedFlow", "load_fl
 MAX_NESTED_FLOWS = 16
 """How many flows deep /builtin/eval and /builtin/map may nest (a flow file that
 names itself as its own nested flow stops here, with a LoadError)."""
-
-Outcome = Literal["success", "failed", "skipped"]
-
-
-@dataclass(frozen=True)
-class FlowError:
-    """Why a run failed: a ``code`` (``EXPRESSION_FAILURE``, ``COMPONENT_FAILED``,
-    ``INVALID_INPUT``...) and a human ``message``.
-
-    Example:
-        >>> FlowError("INVALID_INPUT", "input $.name: 'name' is a required property").to_dict()
-        {'code': 'INVALID_INPUT', 'message': "input $.name: 'name' is a required property"}
-    """
-
-    code: str | int
-    message: str
-    data: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form: ``{"code": ..., "message": ...}`` (plus ``data`` when set)."""
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
-
-
-@dataclass(frozen=True)
-class FlowResult:
-    """The result of one run of a loaded flow.
-
-    Attributes:
-        outcome: ``"success"``, ``"failed"``, or ``"skipped"`` (the output needed a
-            step that was skipped).
-        result: the output value, for a success.
-        error: the :class:`FlowError`, for a failure.
-        steps: each step that was reached, by id: ``completed``, ``failed``,
-            ``skipped`` or ``defaulted`` (failed, and ``on_error: use_default``).
-
-    Example:
-        >>> FlowResult("success", {"n": 1}).to_dict()
-        {'outcome': 'success', 'result': {'n': 1}}
-    """
-
-    outcome: Outcome
-    result: Any = None
-    error: FlowError | None = None
-    steps: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the run succeeded."""
-        return self.outcome == "success"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form Stepflow uses: ``{"outcome": "success", "result": ...}`` or
-        ``{"outcome": "failed", "error": {"code": ..., "message": ...}}``."""
-        if self.outcome == "success":
-            return {"outcome": "success", "result": self.result}
-        if self.outcome == "failed" and self.error is not None:
-            return {"outcome": "failed", "error": self.error.to_dict()}
-        return {"outcome": self.outcome}
 
 
 class StepFailed(Exception):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pocketbatch.core import bounded_map
 
 if TYPE_CHECKING:
-    from pocketbatch.loader._run import FlowResult, LoadedFlow
+    from pocketbatch._result import FlowResult
+    from pocketbatch.loader._run import LoadedFlow
     from pocketbatch.loader._spec import TestCase
 
 __all__ = ("CaseOutcome", "mismatches", "run_cases")

@@ -28,13 +28,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
+from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import Executor, make_executor
 from pocketbatch.batch._jsonl import Line, encode_record, parse_line, record, with_line
 from pocketbatch.batch._runner import InputProblem, stream_results
 from pocketbatch.server._store import Store
 
 if TYPE_CHECKING:
-    from pocketbatch.loader import FlowResult, LoadedFlow
+    from pocketbatch.loader import LoadedFlow
 
 __all__ = ("BatchManager",)
 
@@ -72,12 +73,10 @@ class _BatchExecutor:
         await self.inner.__aexit__(*exc_info)
 
     async def run(self, ordinal: int, item: Any) -> FlowResult:
-        from pocketbatch.loader import FlowError, FlowResult
-
         stored: _Indexed = item
         self.indexes[ordinal] = stored.index
         if isinstance(stored.item, InputProblem):
-            return FlowResult("failed", error=FlowError(stored.item.code, stored.item.message))
+            return FlowResult.failed(stored.item.code, stored.item.message)
         async with self.slots:
             self.in_flight[self.batch_id] = self.in_flight.get(self.batch_id, 0) + 1
             try:
