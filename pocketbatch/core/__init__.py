@@ -5,6 +5,8 @@ else in pocketbatch builds on it. The friendly names are re-exported from
 :mod:`pocketbatch`.
 """
 
+from pocketbatch.core._async_node import AsyncBatchNode, AsyncNode
+from pocketbatch.core._base import BaseNode
 from pocketbatch.core._events import Event, EventKind, Observer
 from pocketbatch.core._flow import (
     AsyncBatchFlow,
@@ -13,15 +15,8 @@ from pocketbatch.core._flow import (
     BatchFlow,
     Flow,
 )
-from pocketbatch.core._node import (
-    AsyncBatchNode,
-    AsyncNode,
-    BaseNode,
-    BatchNode,
-    ItemError,
-    Node,
-    NodeOptions,
-)
+from pocketbatch.core._items import ItemError
+from pocketbatch.core._node import BatchNode, Node, NodeOptions
 from pocketbatch.core._parallel import AsyncParallelBatchNode, bounded_map
 from pocketbatch.core._pool import ParallelBatchNode
 from pocketbatch.core._retry import RateLimiter
