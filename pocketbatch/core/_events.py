@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from pocketbatch._errors import ObserverError
 
-__all__ = ("Event", "EventKind", "Observer")
+__all__ = ("Event", "EventKind", "Observer", "RunReport")
 
 
 class EventKind(enum.StrEnum):
@@ -124,3 +125,46 @@ def guarded(observer: Observer) -> Observer:
 
     call._pocketbatch_guarded = True  # type: ignore[attr-defined]
     return call
+
+
+class RunReport:
+    """Reports one run of a node or flow: ``started`` on entering the block, then
+    ``finished`` with the :attr:`action` the block set, or ``failed`` with the
+    exception that left it (an :class:`ObserverError` passes unreported).
+
+    ``kinds`` is the (started, finished, failed) triple of the node or flow, so
+    sync and async runs share this and differ only in how they call the steps.
+
+    Example:
+        >>> seen = []
+        >>> kinds = (EventKind.NODE_STARTED, EventKind.NODE_FINISHED, EventKind.NODE_FAILED)
+        >>> with RunReport(seen.append, kinds, "greet") as report:
+        ...     report.action = "done"
+        >>> [(str(e.kind), e.action) for e in seen]
+        [('node_started', None), ('node_finished', 'done')]
+    """
+
+    __slots__ = ("action", "kinds", "name", "observer")
+
+    def __init__(
+        self, observer: Observer, kinds: tuple[EventKind, EventKind, EventKind], name: str
+    ) -> None:
+        self.observer = observer
+        self.kinds = kinds
+        self.name = name
+        self.action: object = None
+
+    def __enter__(self) -> Self:
+        self.observer(Event(self.kinds[0], self.name))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.observer(Event(self.kinds[1], self.name, action=self.action))
+        elif isinstance(exc, Exception) and not isinstance(exc, ObserverError):
+            self.observer(Event(self.kinds[2], self.name, error=exc))

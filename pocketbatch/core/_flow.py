@@ -14,20 +14,18 @@ from functools import partial
 from typing import Any
 
 from pocketbatch._errors import FlowDefinitionError, ObserverError, UnknownActionError
-from pocketbatch.core._events import Event, EventKind, current_observer
-from pocketbatch.core._node import (
-    AsyncNode,
-    BaseNode,
-    ItemError,
+from pocketbatch.core._async_node import AsyncNode
+from pocketbatch.core._base import BaseNode, SharedT, node_name
+from pocketbatch.core._events import EventKind
+from pocketbatch.core._items import (
+    ItemRun,
     OnItemError,
-    SharedT,
-    _Failure,
     batch_items,
     check_on_item_error,
-    node_name,
     set_parallel_options,
     settle_item,
 )
+from pocketbatch.core._mermaid import render
 from pocketbatch.core._parallel import bounded_map
 from pocketbatch.core._retry import RateLimiter
 
@@ -185,9 +183,7 @@ class Flow(BaseNode[SharedT, Any, Any]):
                 n1["publish"]
                 n0 -->|"approve"| n1
         """
-        from pocketbatch.core._mermaid import render
-
-        return render(self)
+        return render(self, Flow)
 
 
 def _check_start(
@@ -288,29 +284,17 @@ class BatchFlow(Flow[SharedT]):
         return batch_items(self, param_list)
 
     def _run_params(self, index: int, params: dict[str, Any], shared: Any) -> Any:
-        observer = current_observer.get()
-        if observer is None:
-            if self._pb_on_item_error == "raise":
-                return self._orch(shared, {**self.params, **params})
-            try:
-                return self._orch(shared, {**self.params, **params})
-            except ObserverError:
-                raise
-            except Exception as exc:
-                return ItemError(index, exc, 1)
-        name = node_name(self)
-        observer(Event(EventKind.ITEM_STARTED, name, item=index))
+        run = ItemRun(self, index)
         try:
             action = self._orch(shared, {**self.params, **params})
         except ObserverError:
             raise
         except Exception as exc:
-            observer(Event(EventKind.ITEM_FAILED, name, item=index, attempt=1, error=exc))
+            failure = run.failed(exc)
             if self._pb_on_item_error == "raise":
                 raise
-            return ItemError(index, exc, 1)
-        observer(Event(EventKind.ITEM_FINISHED, name, item=index, action=action))
-        return action
+            return settle_item(True, index, failure)
+        return run.finished(action, action=action)
 
     def _steps(self, shared: Any) -> Any:
         pr = self.prep(shared)
@@ -414,22 +398,14 @@ async def _run_params_async(
     flow: AsyncFlow[Any], index: int, params: dict[str, Any], shared: Any
 ) -> Any:
     """One sub-flow run of an async batch flow; a failure comes back as ``_Failure``."""
-    observer = current_observer.get()
-    if observer is not None:
-        observer(Event(EventKind.ITEM_STARTED, node_name(flow), item=index))
+    run = ItemRun(flow, index)
     try:
         action = await flow._orch_async(shared, {**flow.params, **params})
     except ObserverError:
         raise
     except Exception as exc:
-        if observer is not None:
-            observer(
-                Event(EventKind.ITEM_FAILED, node_name(flow), item=index, attempt=1, error=exc)
-            )
-        return _Failure(exc, 1)
-    if observer is not None:
-        observer(Event(EventKind.ITEM_FINISHED, node_name(flow), item=index, action=action))
-    return action
+        return run.failed(exc)
+    return run.finished(action, action=action)
 
 
 async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> Any:

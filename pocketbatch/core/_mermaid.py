@@ -3,14 +3,19 @@ flows as subgraphs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pocketbatch.core._node import BaseNode, node_name
+from pocketbatch.core._base import BaseNode, node_name
 
-if TYPE_CHECKING:
-    from pocketbatch.core._flow import Flow
+__all__ = ("Graph", "render")
 
-__all__ = ("render",)
+
+class Graph(Protocol):
+    """What the renderer needs of a flow: its first node (the rest is reached
+    through each node's ``successors``)."""
+
+    @property
+    def start_node(self) -> BaseNode[Any, Any, Any] | None: ...
 
 
 def _label(text: str) -> str:
@@ -21,7 +26,8 @@ def _label(text: str) -> str:
 
 
 class _Renderer:
-    def __init__(self) -> None:
+    def __init__(self, graph_type: type[Graph]) -> None:
+        self.graph_type = graph_type
         self.ids: dict[int, str] = {}
         self.lines: list[str] = ["flowchart TD"]
         self.edges: list[str] = []
@@ -33,9 +39,7 @@ class _Renderer:
             self.ids[key] = f"n{len(self.ids)}"
         return self.ids[key]
 
-    def declare(self, flow: Flow[Any], indent: str) -> None:
-        from pocketbatch.core._flow import Flow
-
+    def declare(self, flow: Graph, indent: str) -> None:
         declared: set[int] = set()
         stack = [] if flow.start_node is None else [flow.start_node]
         order: list[BaseNode[Any, Any, Any]] = []
@@ -51,7 +55,7 @@ class _Renderer:
             if id(node) not in self.declared:
                 self.declared.add(id(node))
                 name = _label(node_name(node))
-                if isinstance(node, Flow):
+                if isinstance(node, self.graph_type):
                     self.lines.append(f'{indent}subgraph {ident}["{name}"]')
                     self.declare(node, indent + "    ")
                     self.lines.append(f"{indent}end")
@@ -62,8 +66,12 @@ class _Renderer:
                 self.edges.append(f"    {ident} {arrow} {self.ident(target)}")
 
 
-def render(flow: Flow[Any]) -> str:
-    """Return the Mermaid source for ``flow`` (see :meth:`Flow.to_mermaid`)."""
-    renderer = _Renderer()
+def render(flow: Graph, graph_type: type[Graph]) -> str:
+    """Return the Mermaid source for ``flow`` (see :meth:`Flow.to_mermaid`).
+
+    Nodes that are instances of ``graph_type`` (the flow class) are drawn as
+    subgraphs, their own steps inside.
+    """
+    renderer = _Renderer(graph_type)
     renderer.declare(flow, "    ")
     return "\n".join(renderer.lines + list(dict.fromkeys(renderer.edges)))

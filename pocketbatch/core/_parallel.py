@@ -18,20 +18,18 @@ from typing import Any
 
 from typing_extensions import TypeVar, Unpack
 
-from pocketbatch.core._node import (
-    AsyncNode,
-    BatchNode,
+from pocketbatch.core._async_node import AsyncNode
+from pocketbatch.core._base import ItemT, SharedT
+from pocketbatch.core._items import (
     ItemError,
-    ItemT,
-    NodeOptions,
     OnItemError,
-    SharedT,
     _Failure,
     batch_items,
     check_on_item_error,
     not_iterable,
     set_parallel_options,
 )
+from pocketbatch.core._node import BatchNode, NodeOptions
 from pocketbatch.core._retry import RateLimiter
 
 __all__ = ("AsyncParallelBatchNode", "bounded_map")

@@ -10,18 +10,16 @@ from typing import Any, Literal
 from typing_extensions import TypeVar, Unpack
 
 from pocketbatch._errors import ObserverError
+from pocketbatch.core._base import ItemT, SharedT
 from pocketbatch.core._events import Event, current_observer, observing
-from pocketbatch.core._node import (
-    BatchNode,
-    ItemT,
-    NodeOptions,
+from pocketbatch.core._items import (
     OnItemError,
-    SharedT,
     _Failure,
     batch_items,
     check_positive_int,
     settle_item,
 )
+from pocketbatch.core._node import BatchNode, NodeOptions
 
 __all__ = ("ParallelBatchNode",)
 

@@ -43,7 +43,7 @@ from types import ModuleType
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pocketbatch._errors import ComponentError, LoadError
-from pocketbatch.core._node import AsyncNode, BaseNode
+from pocketbatch.core import AsyncNode, BaseNode
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._source import Document, PairList, did_you_mean, listed, read_document
 
