@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketbatch.loader._run import MAX_NESTED_FLOWS
+from pocketbatch.loader._load import MAX_NESTED_FLOWS
 from pocketbatch.loader._source import MAX_ALIAS_NODES, MAX_DEPTH
 
 

@@ -247,7 +247,7 @@ class FlowIdentity:
     @classmethod
     def of(cls, flow: LoadedFlow) -> FlowIdentity:
         """The identity of a loaded flow, from the files as they are now."""
-        from pocketbatch.loader._registry import find_config
+        from pocketbatch.loader._config_files import find_config
 
         recipe = flow.recipe
         source = recipe.source if recipe is not None else None

@@ -4,19 +4,30 @@ The public names are re-exported from :mod:`pocketbatch` (imported on first use,
 so ``import pocketbatch`` stays light): :func:`load_flow`, :class:`LoadedFlow`,
 :class:`FlowResult`, :class:`FlowError`, :class:`ComponentRegistry`.
 
-Inside: ``_source`` reads YAML/JSON with positions; ``_spec`` parses and checks a
-flow file; ``_expr`` compiles and evaluates expressions; ``_registry`` resolves
-component paths (registry, config files, mocks, ``/python`` imports);
-``_builtins`` and ``_nested`` are the builtin components (``_network`` and
-``_transport`` confine their outbound HTTP on a server); ``_run`` compiles specs
-into core graphs and runs them; ``_testing`` runs a file's ``test.cases``.
+Inside, from the bottom up:
+
+* reading a flow file: ``_source`` reads YAML/JSON with positions; ``_expr``
+  compiles and evaluates expressions; ``_spec`` parses and checks a flow file;
+* components: ``_component`` is the contract (``CallContext``, ``Subflow``);
+  ``_mocks`` are mock components; ``_adapt`` wraps functions and nodes as
+  components; ``_registry`` is the ``ComponentRegistry``;
+* config files: ``_config`` is what a config says; ``_config_reader`` (shared),
+  ``_config_pocketbatch`` and ``_config_stepflow`` read the two formats;
+  ``_config_files`` finds and loads them;
+* resolving paths: ``_python_modules`` imports user modules and says what they
+  offer; ``_resolve`` turns a component path into a component;
+* builtins: ``_builtins`` and ``_nested`` (``/builtin/eval``, ``/builtin/map``);
+  ``_network`` and ``_transport`` confine their outbound HTTP on a server;
+* running: ``_state`` is one run's store; ``_nodes`` are the step nodes;
+  ``_flow_mermaid`` draws data-flow files; ``_load`` has ``load_flow``,
+  ``LoadedFlow`` and ``FlowRecipe``; ``_testing`` runs a file's ``test.cases``.
 """
 
 from pocketbatch._result import FlowError, FlowResult
 from pocketbatch.loader._component import CallContext, LoaderOptions
+from pocketbatch.loader._load import FlowRecipe, LoadedFlow, load_flow
 from pocketbatch.loader._network import NetworkPolicy
 from pocketbatch.loader._registry import ComponentRegistry
-from pocketbatch.loader._run import FlowRecipe, LoadedFlow, load_flow
 
 __all__ = (
     "CallContext",

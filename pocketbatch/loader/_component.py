@@ -7,7 +7,7 @@ loader every component is an object with one coroutine method::
 
 User code does not have to look like that: plain sync or async callables
 ``f(input) -> output`` and node classes are wrapped by
-:func:`pocketbatch.loader._registry.adapt` into this shape.
+:func:`pocketbatch.loader._adapt.adapt` into this shape.
 
 A component signals a failure by raising. :class:`ComponentError` carries an
 explicit error ``code`` and ``message`` (a mock's ``outcome: failed`` behaviour,
@@ -19,15 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pocketbatch._errors import ComponentError
+from pocketbatch._result import FlowResult
+from pocketbatch.loader._network import NetworkPolicy
 
-if TYPE_CHECKING:
-    from pocketbatch.loader._network import NetworkPolicy
-    from pocketbatch.loader._run import LoadedFlow
-
-__all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions")
+__all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions", "Subflow")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,19 @@ class CallContext:
     flow_dir: Path | None
     variables: Mapping[str, Any]
     options: LoaderOptions = field(default_factory=LoaderOptions)
-    load_subflow: Callable[[Any], LoadedFlow] | None = None
+    load_subflow: Callable[[Any], Subflow] | None = None
+
+
+class Subflow(Protocol):
+    """What a component can do with a nested flow from :attr:`CallContext.load_subflow`
+    (a :class:`~pocketbatch.LoadedFlow`): run it on an input, with run variables.
+
+    Failures of the nested flow come back as ``outcome: failed``, never raised.
+    """
+
+    async def run_async(
+        self, input: Any, *, variables: Mapping[str, Any] | None = None
+    ) -> FlowResult: ...
 
 
 class Component(Protocol):

@@ -8,15 +8,12 @@ default, as in Stepflow), each item's failure isolated in its own result.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pocketbatch._errors import ComponentError
+from pocketbatch._result import FlowResult
 from pocketbatch.core import AsyncNode, AsyncParallelBatchFlow
-from pocketbatch.loader._component import CallContext, Component
-
-if TYPE_CHECKING:
-    from pocketbatch._result import FlowResult
-    from pocketbatch.loader._run import LoadedFlow
+from pocketbatch.loader._component import CallContext, Component, Subflow
 
 __all__ = ("EvalComponent", "MapComponent", "nested_components")
 
@@ -26,7 +23,7 @@ def nested_components() -> dict[str, Component]:
     return {"/builtin/eval": EvalComponent(), "/builtin/map": MapComponent()}
 
 
-def _subflow(input: Any, ctx: CallContext, path: str, keys: tuple[str, ...]) -> LoadedFlow:
+def _subflow(input: Any, ctx: CallContext, path: str, keys: tuple[str, ...]) -> Subflow:
     if not isinstance(input, dict):
         raise ComponentError("INVALID_INPUT", f"{path}: input must be a mapping")
     source = next((input[k] for k in keys if k in input), None)
@@ -72,7 +69,7 @@ class _RunItem(AsyncNode[dict[str, Any], Any, Any]):
         return None
 
     async def post_async(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> Any:
-        flow: LoadedFlow = shared["flow"]
+        flow: Subflow = shared["flow"]
         result = await flow.run_async(self.params["item"], variables=shared["variables"])
         shared["results"][self.params["index"]] = result
         return None

@@ -9,20 +9,24 @@ length with matching elements, other values must be equal. A case with no
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pocketbatch._result import FlowResult
 from pocketbatch.core import bounded_map
+from pocketbatch.loader._component import Subflow
+from pocketbatch.loader._spec import TestCase
 
-if TYPE_CHECKING:
-    from pocketbatch._result import FlowResult
-    from pocketbatch.loader._run import LoadedFlow
-    from pocketbatch.loader._spec import TestCase
+__all__ = ("CaseOutcome", "FlowWithCases", "mismatches", "run_cases")
 
-__all__ = ("CaseOutcome", "mismatches", "run_cases")
+
+class FlowWithCases(Subflow, Protocol):
+    """A flow that can be run and has ``test.cases`` (a :class:`~pocketbatch.LoadedFlow`)."""
+
+    @property
+    def tests(self) -> tuple[TestCase, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def _show(value: Any) -> str:
 
 
 async def run_cases(
-    flow: LoadedFlow, cases: Sequence[TestCase] | None = None, *, max_concurrency: int = 10
+    flow: FlowWithCases, cases: Sequence[TestCase] | None = None, *, max_concurrency: int = 10
 ) -> list[CaseOutcome]:
     """Run ``cases`` (default: the file's own) concurrently; outcomes in case order.
 
@@ -115,8 +119,3 @@ async def run_cases(
         one, chosen, limit=max_concurrency, collect=False
     )
     return outcomes
-
-
-def run_cases_sync(flow: LoadedFlow, cases: Sequence[TestCase] | None = None) -> list[CaseOutcome]:
-    """Blocking twin of :func:`run_cases`."""
-    return asyncio.run(run_cases(flow, cases))

@@ -13,17 +13,13 @@ import pytest
 
 from pocketbatch import load_flow
 from pocketbatch._errors import ComponentError, LoadError
+from pocketbatch.loader._adapt import adapt
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
-from pocketbatch.loader._registry import (
-    ComponentConfig,
-    ComponentRegistry,
-    MockComponent,
-    Resolver,
-    UnknownComponent,
-    adapt,
-    find_config,
-    load_config,
-)
+from pocketbatch.loader._config import ComponentConfig
+from pocketbatch.loader._config_files import find_config, load_config
+from pocketbatch.loader._mocks import MockComponent
+from pocketbatch.loader._registry import ComponentRegistry
+from pocketbatch.loader._resolve import Resolver, UnknownComponent
 
 CTX = CallContext(step_id="step", flow_dir=None, variables={})
 

@@ -17,7 +17,7 @@ import pytest
 from pocketbatch import ComponentRegistry, load_flow
 from pocketbatch._errors import LoadError
 from pocketbatch.loader import LoaderOptions, _source
-from pocketbatch.loader._run import MAX_NESTED_FLOWS
+from pocketbatch.loader._load import MAX_NESTED_FLOWS
 from pocketbatch.loader._source import (
     MAX_ALIAS_NODES,
     MAX_DEPTH,

@@ -1,0 +1,59 @@
+"""Mermaid pictures of data-flow files: input, steps and output, linked by what reads what.
+
+Control-flow files are drawn by the core (their ``next`` graph); see
+:meth:`~pocketbatch.LoadedFlow.to_mermaid`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pocketbatch.loader._expr import Expr
+from pocketbatch.loader._spec import FlowSpec
+
+__all__ = ()
+
+
+def _dataflow_mermaid(spec: FlowSpec) -> str:
+    def label(text: str) -> str:
+        return text.replace('"', "#quot;")
+
+    lines = ["flowchart TD", '    input(["input"])']
+    for step in spec.steps:
+        kind = " (for_each)" if step.for_each is not None else ""
+        lines.append(f'    {step.id}["{label(step.id)}<br/>{label(step.component)}{kind}"]')
+    lines.append('    output(["output"])')
+    edges: list[str] = []
+
+    def reads_input(expr: Expr | None) -> bool:
+        from pocketbatch.loader._expr import InputRef
+
+        return expr is not None and _any_node(expr, (InputRef,))
+
+    for step in spec.steps:
+        if reads_input(step.input) or reads_input(step.skip) or reads_input(step.for_each):
+            edges.append(f"    input --> {step.id}")
+        for dep in sorted(step.deps):
+            edges.append(f"    {dep} --> {step.id}")
+    for dep in sorted(spec.output.all_steps):
+        edges.append(f"    {dep} --> output")
+    if reads_input(spec.output):
+        edges.append("    input --> output")
+    return "\n".join(lines + edges)
+
+
+def _any_node(expr: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(expr, kinds):
+        return True
+    for name in ("items", "parts", "cond", "then", "else_", "default"):
+        inner = getattr(expr, name, None)
+        if inner is None or isinstance(inner, str):
+            continue
+        if isinstance(inner, list):
+            for entry in inner:
+                value = entry[1] if isinstance(entry, tuple) else entry
+                if not isinstance(value, str) and _any_node(value, kinds):
+                    return True
+        elif _any_node(inner, kinds):
+            return True
+    return False
