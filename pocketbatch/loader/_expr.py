@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -187,6 +187,12 @@ def _walk(value: Any, segments: PathSegments) -> Any:
 class Expr:
     """A compiled expression.
 
+    Every kind exposes the expressions it contains through :meth:`children`, so a
+    walker (:meth:`walk`, the dependency sets below) needs no list of kinds or
+    attribute names. A kind that evaluates some children only sometimes (``$if``,
+    ``$coalesce``, a ``$variable`` default) says which ones it always evaluates in
+    :meth:`eager_children`.
+
     Attributes:
         eager_steps: steps every evaluation needs (safe to start in advance).
         all_steps: every step the expression may refer to (for load-time checks).
@@ -202,12 +208,40 @@ class Expr:
     def eval(self, scope: Scope) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _deps(self, eager: frozenset[str], every: frozenset[str]) -> None:
-        self.eager_steps = eager
-        self.all_steps = every
-        self.constant = not every and not self._reads_run()
+    def children(self) -> tuple[Expr, ...]:
+        """The expressions directly inside this one, in document order."""
+        return ()
+
+    def eager_children(self) -> tuple[Expr, ...]:
+        """The children every evaluation evaluates (the others only sometimes)."""
+        return self.children()
+
+    def walk(self) -> Iterator[Expr]:
+        """This expression and every expression inside it, depth first.
+
+        Example:
+            >>> expr = If(StepRef("a", (), None), Arr([InputRef(())]), Const(None))
+            >>> [type(e).__name__ for e in expr.walk()]
+            ['If', 'StepRef', 'Arr', 'InputRef', 'Const']
+        """
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def _deps(self) -> None:
+        """Set the dependency attributes from the children; call at the end of ``__init__``."""
+        own = self._own_steps()
+        kids = self.children()
+        self.eager_steps = own.union(*(e.eager_steps for e in self.eager_children()))
+        self.all_steps = own.union(*(e.all_steps for e in kids))
+        self.constant = not self._reads_run() and all(e.constant for e in kids)
+
+    def _own_steps(self) -> frozenset[str]:
+        """The steps this node itself refers to (not its children)."""
+        return frozenset()
 
     def _reads_run(self) -> bool:
+        """Whether this node itself reads the run (input, a step, a variable, the item)."""
         return True
 
 
@@ -216,7 +250,7 @@ class Const(Expr):
 
     def __init__(self, value: Any) -> None:
         self.value = value
-        self._deps(frozenset(), frozenset())
+        self._deps()
 
     def _reads_run(self) -> bool:
         return False
@@ -230,11 +264,13 @@ class Obj(Expr):
 
     def __init__(self, items: list[tuple[str, Expr]]) -> None:
         self.items = items
-        self._deps(
-            frozenset().union(*(e.eager_steps for _, e in items)),
-            frozenset().union(*(e.all_steps for _, e in items)),
-        )
-        self.constant = all(e.constant for _, e in items)
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return tuple(e for _, e in self.items)
+
+    def _reads_run(self) -> bool:
+        return False
 
     def eval(self, scope: Scope) -> Any:
         return {key: expr.eval(scope) for key, expr in self.items}
@@ -245,11 +281,13 @@ class Arr(Expr):
 
     def __init__(self, items: list[Expr]) -> None:
         self.items = items
-        self._deps(
-            frozenset().union(*(e.eager_steps for e in items)),
-            frozenset().union(*(e.all_steps for e in items)),
-        )
-        self.constant = all(e.constant for e in items)
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return tuple(self.items)
+
+    def _reads_run(self) -> bool:
+        return False
 
     def eval(self, scope: Scope) -> Any:
         return [expr.eval(scope) for expr in self.items]
@@ -260,7 +298,7 @@ class InputRef(Expr):
 
     def __init__(self, path: PathSegments) -> None:
         self.path = path
-        self._deps(frozenset(), frozenset())
+        self._deps()
 
     def eval(self, scope: Scope) -> Any:
         try:
@@ -274,7 +312,7 @@ class ItemRef(Expr):
 
     def __init__(self, path: PathSegments) -> None:
         self.path = path
-        self._deps(frozenset(), frozenset())
+        self._deps()
 
     def eval(self, scope: Scope) -> Any:
         try:
@@ -298,7 +336,10 @@ class StepRef(Expr):
         self.step = step
         self.path = path
         self.on_skip = on_skip
-        self._deps(frozenset([step]), frozenset([step]))
+        self._deps()
+
+    def _own_steps(self) -> frozenset[str]:
+        return frozenset([self.step])
 
     def eval(self, scope: Scope) -> Any:
         try:
@@ -320,8 +361,13 @@ class VarRef(Expr):
         self.name = name
         self.path = path
         self.default = default
-        inner = default.all_steps if default else frozenset()
-        self._deps(frozenset(), inner)
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return () if self.default is None else (self.default,)
+
+    def eager_children(self) -> tuple[Expr, ...]:
+        return ()  # the default is evaluated only when the variable is not supplied
 
     def eval(self, scope: Scope) -> Any:
         if self.name in scope.variables:
@@ -342,8 +388,16 @@ class If(Expr):
 
     def __init__(self, cond: Expr, then: Expr, else_: Expr) -> None:
         self.cond, self.then, self.else_ = cond, then, else_
-        self._deps(cond.eager_steps, cond.all_steps | then.all_steps | else_.all_steps)
-        self.constant = cond.constant and then.constant and else_.constant
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.cond, self.then, self.else_)
+
+    def eager_children(self) -> tuple[Expr, ...]:
+        return (self.cond,)  # only the branch taken is evaluated
+
+    def _reads_run(self) -> bool:
+        return False
 
     def eval(self, scope: Scope) -> Any:
         return (self.then if truthy(self.cond.eval(scope)) else self.else_).eval(scope)
@@ -354,9 +408,16 @@ class Coalesce(Expr):
 
     def __init__(self, items: list[Expr]) -> None:
         self.items = items
-        eager = items[0].eager_steps if items else frozenset()
-        self._deps(eager, frozenset().union(*(e.all_steps for e in items)))
-        self.constant = all(e.constant for e in items)
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return tuple(self.items)
+
+    def eager_children(self) -> tuple[Expr, ...]:
+        return tuple(self.items[:1])  # the rest only while the values so far are null
+
+    def _reads_run(self) -> bool:
+        return False
 
     def eval(self, scope: Scope) -> Any:
         for expr in self.items:
@@ -376,12 +437,13 @@ class Template(Expr):
 
     def __init__(self, parts: list[str | Expr]) -> None:
         self.parts = parts
-        exprs = [p for p in parts if isinstance(p, Expr)]
-        self._deps(
-            frozenset().union(*(e.eager_steps for e in exprs)),
-            frozenset().union(*(e.all_steps for e in exprs)),
-        )
-        self.constant = all(e.constant for e in exprs)
+        self._deps()
+
+    def children(self) -> tuple[Expr, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Expr))
+
+    def _reads_run(self) -> bool:
+        return False
 
     def eval(self, scope: Scope) -> Any:
         out: list[str] = []

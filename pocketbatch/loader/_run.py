@@ -773,20 +773,7 @@ def _dataflow_mermaid(spec: FlowSpec) -> str:
 
 
 def _any_node(expr: Any, kinds: tuple[type, ...]) -> bool:
-    if isinstance(expr, kinds):
-        return True
-    for name in ("items", "parts", "cond", "then", "else_", "default"):
-        inner = getattr(expr, name, None)
-        if inner is None or isinstance(inner, str):
-            continue
-        if isinstance(inner, list):
-            for entry in inner:
-                value = entry[1] if isinstance(entry, tuple) else entry
-                if not isinstance(value, str) and _any_node(value, kinds):
-                    return True
-        elif _any_node(inner, kinds):
-            return True
-    return False
+    return any(isinstance(node, kinds) for node in expr.walk())
 
 
 class _UnknownComponentError(Exception):

@@ -621,6 +621,67 @@ def test_item_reference() -> None:
         evaluate({"$item": "nope"}, scope, for_each=True)
 
 
+# --------------------------------------------------------------------------- children
+
+
+def _every_kind() -> set[type[Expr]]:
+    found: set[type[Expr]] = set()
+    pending = [Expr]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.add(sub)
+            pending.append(sub)
+    return found
+
+
+# One example of every kind, each with a step reference `s` in every child slot it has.
+# A new kind of expression must be added here (test_every_kind_has_an_example).
+KIND_EXAMPLES: list[tuple[str, Any, bool]] = [
+    ("Const", {"$literal": {"$step": "s"}}, False),
+    ("InputRef", {"$input": "a"}, False),
+    ("ItemRef", {"$item": "a"}, False),
+    ("StepRef", {"$step": "s", "path": "a"}, True),
+    ("Obj", {"a": 1, "b": {"$step": "s"}}, True),
+    ("Arr", [1, {"$step": "s"}], True),
+    ("VarRef", {"$variable": "v", "default": {"$step": "s"}}, True),
+    ("If", {"$if": {"$step": "s"}, "then": 1}, True),
+    ("If", {"$if": True, "then": {"$step": "s"}}, True),
+    ("If", {"$if": True, "then": 1, "else": {"$step": "s"}}, True),
+    ("Coalesce", {"$coalesce": [None, {"$step": "s"}]}, True),
+    ("Template", {"$template": "x {step.s.a} y"}, True),
+]
+
+
+def test_every_kind_has_an_example() -> None:
+    assert {kind for kind, _, _ in KIND_EXAMPLES} == {k.__name__ for k in _every_kind()}
+
+
+@pytest.mark.parametrize(("kind", "value", "refers"), KIND_EXAMPLES)
+def test_every_kind_exposes_its_children(kind: str, value: Any, refers: bool) -> None:
+    expr = compile_value(value, for_each=True)
+    assert type(expr).__name__ == kind
+    assert all(isinstance(child, Expr) for child in expr.children())
+    refs = [e for e in expr.walk() if type(e).__name__ == "StepRef"]
+    assert [e.step for e in refs] == (["s"] if refers else [])  # type: ignore[attr-defined]
+    assert expr.all_steps == ({"s"} if refers else set())
+
+
+def test_walk_visits_nested_kinds_in_document_order() -> None:
+    expr = compile_value(
+        {"a": [{"$coalesce": [{"$variable": "v", "default": {"$template": "{step.x}"}}]}]}
+    )
+    assert [type(e).__name__ for e in expr.walk()] == [
+        "Obj",
+        "Arr",
+        "Coalesce",
+        "VarRef",
+        "Template",
+        "StepRef",
+    ]
+    assert expr.all_steps == {"x"}
+    assert expr.eager_steps == set()
+
+
 # --------------------------------------------------------------------------- compile errors
 
 
