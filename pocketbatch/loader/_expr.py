@@ -205,6 +205,14 @@ def _walk(value: Any, segments: PathSegments) -> Any:
     return value
 
 
+def _lookup(value: Any, segments: PathSegments, what: str) -> Any:
+    """Follow ``segments`` into ``value``; a missing one is an ``EvalError`` naming ``what``."""
+    try:
+        return _walk(value, segments)
+    except LookupError:
+        raise EvalError(f"{what} {format_path(segments)} not found") from None
+
+
 # -- the expression tree ----------------------------------------------------------------
 
 
@@ -325,10 +333,7 @@ class InputRef(Expr):
         self._deps()
 
     def eval(self, scope: Scope) -> Any:
-        try:
-            return _walk(scope.input, self.path)
-        except LookupError:
-            raise EvalError(f"Input path {format_path(self.path)} not found") from None
+        return _lookup(scope.input, self.path, "Input path")
 
 
 class ItemRef(Expr):
@@ -339,10 +344,7 @@ class ItemRef(Expr):
         self._deps()
 
     def eval(self, scope: Scope) -> Any:
-        try:
-            return _walk(scope.item, self.path)
-        except LookupError:
-            raise EvalError(f"Item path {format_path(self.path)} not found") from None
+        return _lookup(scope.item, self.path, "Item path")
 
 
 @dataclass(frozen=True)
@@ -372,10 +374,7 @@ class StepRef(Expr):
             if self.on_skip is not None and self.on_skip.use_default:
                 return self.on_skip.default_value
             raise
-        try:
-            return _walk(value, self.path)
-        except LookupError:
-            raise EvalError(f"Path {format_path(self.path)} not found") from None
+        return _lookup(value, self.path, "Path")
 
 
 class VarRef(Expr):
