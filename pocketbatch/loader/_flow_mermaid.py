@@ -6,9 +6,7 @@ Control-flow files are drawn by the core (their ``next`` graph); see
 
 from __future__ import annotations
 
-from typing import Any
-
-from pocketbatch.loader._expr import Expr
+from pocketbatch.loader._expr import Expr, InputRef
 from pocketbatch.loader._spec import FlowSpec
 
 __all__ = ()
@@ -26,8 +24,6 @@ def _dataflow_mermaid(spec: FlowSpec) -> str:
     edges: list[str] = []
 
     def reads_input(expr: Expr | None) -> bool:
-        from pocketbatch.loader._expr import InputRef
-
         return expr is not None and _any_node(expr, (InputRef,))
 
     for step in spec.steps:
@@ -42,18 +38,5 @@ def _dataflow_mermaid(spec: FlowSpec) -> str:
     return "\n".join(lines + edges)
 
 
-def _any_node(expr: Any, kinds: tuple[type, ...]) -> bool:
-    if isinstance(expr, kinds):
-        return True
-    for name in ("items", "parts", "cond", "then", "else_", "default"):
-        inner = getattr(expr, name, None)
-        if inner is None or isinstance(inner, str):
-            continue
-        if isinstance(inner, list):
-            for entry in inner:
-                value = entry[1] if isinstance(entry, tuple) else entry
-                if not isinstance(value, str) and _any_node(value, kinds):
-                    return True
-        elif _any_node(inner, kinds):
-            return True
-    return False
+def _any_node(expr: Expr, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(node, kinds) for node in expr.walk())

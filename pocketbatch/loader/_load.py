@@ -29,7 +29,8 @@ from typing import Any
 from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch._result import FlowError, FlowResult
 from pocketbatch.core import AsyncFlow, Observer
-from pocketbatch.loader._builtins import builtin_components, confined_path
+from pocketbatch.loader._builtin_files import confined_path
+from pocketbatch.loader._builtins import builtin_components
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._config_files import config_for_flow, load_config, options_from_config
 from pocketbatch.loader._expr import Const, EvalError, Obj, StepSkipped
@@ -248,7 +249,7 @@ class LoadedFlow:
         """Compile a nested flow (a mapping, or a path relative to this flow's folder)
         with this flow's components and options; compiled once per distinct source.
         A path is confined as ``/builtin/load_file``'s are (see
-        :func:`~pocketbatch.loader._builtins.confined_path`), before it is read.
+        :func:`~pocketbatch.loader._builtin_files.confined_path`), before it is read.
 
         Raises:
             ComponentError: ``INVALID_INPUT`` when the nested flow does not load,

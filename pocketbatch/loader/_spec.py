@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pocketbatch._errors import LoadError
-from pocketbatch.loader._expr import CompileContext, Const, Expr, compile_expr
+from pocketbatch.loader._expr import Const, Expr, Obj
+from pocketbatch.loader._expr_compile import CompileContext, compile_expr
 from pocketbatch.loader._source import DocPath, Document, did_you_mean, listed
 
 __all__ = ("FlowSpec", "OnError", "StepSpec", "TestCase", "parse_flow")
@@ -466,8 +467,6 @@ def _compile_input(keys: _Keys, component: str, ctx: CompileContext) -> Expr:
     literal = LITERAL_INPUT_KEYS.get(component, ())
     if isinstance(raw, dict) and literal and not any(str(k).startswith("$") for k in raw):
         # An inline sub-flow is data for the builtin, not expressions for this step.
-        from pocketbatch.loader._expr import Obj
-
         def entry(key: str, value: Any) -> Expr:
             # An inline sub-flow is data; an expression ($literal, $step, ...) is not.
             computed = isinstance(value, dict) and any(str(k).startswith("$") for k in value)

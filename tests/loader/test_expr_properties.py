@@ -32,14 +32,13 @@ from hypothesis import strategies as st
 from pocketbatch import load_flow
 from pocketbatch._errors import LoadError
 from pocketbatch.loader._expr import (
-    CompileContext,
     EvalError,
     NeedStep,
     StepSkipped,
-    compile_expr,
     format_path,
     parse_path,
 )
+from pocketbatch.loader._expr_compile import CompileContext, compile_expr
 from pocketbatch.loader._source import Document
 
 MARKER_DIR = Path(tempfile.mkdtemp(prefix="pocketbatch-props-"))

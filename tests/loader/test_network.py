@@ -30,7 +30,7 @@ from _stub_http import Stub, running_stubs
 from pocketbatch import load_flow
 from pocketbatch._errors import ComponentError
 from pocketbatch.loader import LoaderOptions, NetworkPolicy
-from pocketbatch.loader._builtins import HttpRequest, OpenAIChat
+from pocketbatch.loader._builtin_http import HttpRequest, OpenAIChat
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._network import HostRule, denied_reason, parse_network, system_resolver
 from pocketbatch.loader._transport import GuardedTransport
