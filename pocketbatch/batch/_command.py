@@ -27,19 +27,11 @@ import sys
 from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING
 
 from pocketbatch.batch._executors import Executor, make_executor
-from pocketbatch.batch._jsonl import (
-    JsonlWriter,
-    Line,
-    Resumed,
-    count_inputs,
-    read_inputs,
-    record,
-    resume_state,
-    with_line,
-)
+from pocketbatch.batch._jsonl import JsonlWriter, Resumed, record, resume_state
+from pocketbatch.batch._lines import count_inputs, read_inputs
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
 from pocketbatch.batch._sidecar import (
@@ -52,7 +44,6 @@ from pocketbatch.batch._sidecar import (
 )
 
 if TYPE_CHECKING:
-    from pocketbatch._result import FlowResult
     from pocketbatch.loader import LoadedFlow
 
 __all__ = ("run_batch_command",)
@@ -60,25 +51,6 @@ __all__ = ("run_batch_command",)
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 EXIT_NO_SPACE = 3  # the output could not be written: a full disk, a quota, a file size limit
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-class _WithLineNumbers:
-    """Unwraps :class:`Line` items, and names the input line in INVALID_INPUT errors."""
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.inner.__aexit__(*exc_info)
-
-    async def run(self, index: int, item: Any) -> FlowResult:
-        if not isinstance(item, Line):
-            return await self.inner.run(index, item)
-        return with_line(await self.inner.run(index, item.value), item.number)
 
 
 def _silence_stdout() -> None:
@@ -157,9 +129,7 @@ async def _run(
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     writer: JsonlWriter | None = None
     fingerprint: Fingerprint | None = None
-    runner = _WithLineNumbers(
-        make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
-    )
+    runner = make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
     cancelled = broken_pipe = False
     no_space: OSError | None = None
     try:
