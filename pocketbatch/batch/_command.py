@@ -30,18 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pocketbatch.batch._executors import Executor, make_executor
+from pocketbatch.batch._identity import FlowIdentity
 from pocketbatch.batch._jsonl import JsonlWriter, Resumed, record, resume_state
 from pocketbatch.batch._lines import count_inputs, read_inputs
+from pocketbatch.batch._lock import OutputLock, lock_output
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
-from pocketbatch.batch._sidecar import (
-    Fingerprint,
-    FlowIdentity,
-    InputsPrefix,
-    OutputLock,
-    check_resume,
-    lock_output,
-)
+from pocketbatch.batch._sidecar import Fingerprint, InputsPrefix, check_resume
 
 if TYPE_CHECKING:
     from pocketbatch.loader import LoadedFlow
