@@ -16,9 +16,9 @@ from pocketbatch.batch._executors import (
     flow_runner,
     make_executor,
 )
+from pocketbatch.batch._lines import InputProblem
 from pocketbatch.batch._runner import (
     BatchItemError,
-    InputProblem,
     evaluate_batch,
     iter_batch,
     run_batch,

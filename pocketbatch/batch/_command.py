@@ -26,33 +26,20 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING
 
 from pocketbatch.batch._executors import Executor, make_executor
-from pocketbatch.batch._jsonl import (
-    JsonlWriter,
-    Line,
-    Resumed,
-    count_inputs,
-    read_inputs,
-    record,
-    resume_state,
-    with_line,
-)
+from pocketbatch.batch._identity import FlowIdentity
+from pocketbatch.batch._jsonl import JsonlWriter, Resumed, record, resume_state
+from pocketbatch.batch._lines import count_inputs, read_inputs
+from pocketbatch.batch._lock import OutputLock, lock_output
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
-from pocketbatch.batch._sidecar import (
-    Fingerprint,
-    FlowIdentity,
-    InputsPrefix,
-    OutputLock,
-    check_resume,
-    lock_output,
-)
+from pocketbatch.batch._sidecar import Fingerprint, InputsPrefix, check_resume
 
 if TYPE_CHECKING:
-    from pocketbatch._result import FlowResult
     from pocketbatch.loader import LoadedFlow
 
 __all__ = ("run_batch_command",)
@@ -60,25 +47,6 @@ __all__ = ("run_batch_command",)
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 EXIT_NO_SPACE = 3  # the output could not be written: a full disk, a quota, a file size limit
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-class _WithLineNumbers:
-    """Unwraps :class:`Line` items, and names the input line in INVALID_INPUT errors."""
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.inner.__aexit__(*exc_info)
-
-    async def run(self, index: int, item: Any) -> FlowResult:
-        if not isinstance(item, Line):
-            return await self.inner.run(index, item)
-        return with_line(await self.inner.run(index, item.value), item.number)
 
 
 def _silence_stdout() -> None:
@@ -111,35 +79,44 @@ def _open_output(output: Path | None, earlier: Resumed) -> JsonlWriter:
     return JsonlWriter(output, append=bool(earlier.done))
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The command's options, as :func:`run_batch_command` takes them."""
+
+    max_concurrent: int
+    resume: bool
+    executor: str | Executor
+    workers: int | None
+    progress: bool
+    chunk_size: int | None
+    force: bool
+
+
 async def _run(
     flow: LoadedFlow,
     inputs: Path,
     output: Path | None,
+    options: _Options,
     *,
-    max_concurrent: int,
-    resume: bool,
-    executor: str | Executor,
-    workers: int | None,
-    progress_enabled: bool,
-    chunk_size: int | None = None,
-    force: bool = False,
-    fingerprinted: bool = False,
+    fingerprinted: bool,
 ) -> int:
     total = count_inputs(inputs)
     identity = FlowIdentity.of(flow) if fingerprinted else None
     earlier, prefix = Resumed(0, 0), InputsPrefix.empty()
-    if resume and output is not None:
+    if options.resume and output is not None:
         # Only read here: nothing is written before the executor is up.
         earlier = resume_state(output, inputs=total, repair=False)
         if identity is not None:
-            prefix = check_resume(output, identity, inputs, earlier.done, force=force, warn=_say)
+            prefix = check_resume(
+                output, identity, inputs, earlier.done, force=options.force, warn=_say
+            )
     skip = earlier.done
     if skip:
         _say(
             f"resuming: {skip} of {total} inputs already in {output} "
             f"({earlier.failed} of them failed)"
         )
-    progress = Progress(total - skip, enabled=progress_enabled)
+    progress = Progress(total - skip, enabled=options.progress)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -157,8 +134,11 @@ async def _run(
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     writer: JsonlWriter | None = None
     fingerprint: Fingerprint | None = None
-    runner = _WithLineNumbers(
-        make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
+    runner = make_executor(
+        options.executor,  # type: ignore[arg-type]
+        flow,
+        max_workers=options.workers,
+        chunk_size=options.chunk_size,
     )
     cancelled = broken_pipe = False
     no_space: OSError | None = None
@@ -171,7 +151,7 @@ async def _run(
             stream = stream_results(
                 runner,
                 read_inputs(inputs, skip=skip),
-                max_concurrency=max_concurrent,
+                max_concurrency=options.max_concurrent,
                 ordered=True,
                 start=skip,
                 stop=stop,
@@ -266,13 +246,7 @@ def run_batch_command(
                 flow,
                 inputs,
                 output,
-                max_concurrent=max_concurrent,
-                resume=resume,
-                executor=executor,
-                workers=workers,
-                progress_enabled=progress,
-                chunk_size=chunk_size,
-                force=force,
+                _Options(max_concurrent, resume, executor, workers, progress, chunk_size, force),
                 fingerprinted=lock is not None,
             )
         )

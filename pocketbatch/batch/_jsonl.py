@@ -1,15 +1,7 @@
-"""JSONL in and out: a lazy reader that never loses a line, an ordered writer, resume.
+"""JSONL in and out: JSON that keeps big integers exact, an ordered writer, resume.
 
-Reading yields one item per non-blank input line, in order. A line that is not
-JSON, or not a JSON object, becomes an :class:`~pocketbatch.batch.InputProblem`
-naming its line number, so it fails its own record and the batch goes on.
-
-What a line is has one definition here (:func:`input_lines`), used by
-``run-batch``, the server and the client alike: lines end at ``b"\\n"`` only
-(a bare ``b"\\r"`` is part of its line), the line ending and a ``b"\\r"`` before
-it are dropped, and a line of only ASCII whitespace is blank: skipped, though
-counted in the line numbers. Lines stay bytes until :func:`parse_line` reads
-them as strict UTF-8 JSON, so invalid UTF-8 fails that line's record alone.
+Reading input lines (numbering, parsing, failing a bad line on its own) is
+:mod:`pocketbatch.batch._lines`; this module reads and writes the JSON itself.
 Integers beyond 64 bits are kept exact both ways (:func:`loads_json`,
 :func:`dumps_json`).
 
@@ -25,128 +17,31 @@ prefix of the full one (plus, after a hard kill, maybe one torn last line).
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
-from pocketbatch.batch._runner import InputProblem
-from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
 __all__ = (
     "JsonlWriter",
-    "Line",
     "ResumeError",
     "Resumed",
-    "count_inputs",
     "dumps_json",
-    "encode_input",
     "encode_record",
-    "input_lines",
     "loads_json",
     "non_finite",
-    "parse_line",
-    "read_inputs",
     "record",
     "resume_point",
     "resume_state",
-    "with_line",
 )
 
 
 class ResumeError(PocketbatchError):
     """An existing output file cannot be resumed (it is not this batch's output)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """An input with the line number it came from (1-based)."""
-
-    number: int
-    value: Any
-
-
-def input_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """``(line number, line)`` for each non-blank JSONL line of ``data``, lazily.
-
-    The one definition of a JSONL input line (see the module's docstring): split
-    on ``b"\\n"`` only, the ending (and a ``b"\\r"`` before it) removed, blank
-    lines skipped but counted. The bytes are not decoded: :func:`parse_line` does.
-
-    Example:
-        >>> list(input_lines(b'{"a": 1}\\r\\n\\n \\n{"b": 2}\\r{"c": 3}\\n\\xff'))
-        [(1, b'{"a": 1}'), (4, b'{"b": 2}\\r{"c": 3}'), (5, b'\\xff')]
-    """
-    return _numbered(io.BytesIO(data))
-
-
-def _numbered(stream: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """The non-blank lines of a binary stream (whose iteration splits on b"\\n" only)."""
-    for number, raw in enumerate(stream, start=1):
-        line = raw.removesuffix(b"\n").removesuffix(b"\r")
-        if line.strip():
-            yield number, line
-
-
-def read_inputs(path: str | Path, *, skip: int = 0) -> Iterator[Line | InputProblem]:
-    """Yield each non-blank line of ``path`` as a :class:`Line`, lazily.
-
-    A line that is not a JSON object yields an :class:`InputProblem`
-    (``INVALID_JSON`` or ``INVALID_INPUT``) naming the line. The first ``skip``
-    inputs (non-blank lines) are passed over without parsing, for resuming.
-    Lines are as :func:`input_lines` defines them.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> f = pathlib.Path(tempfile.mkdtemp()) / "in.jsonl"
-        >>> _ = f.write_text('{"a": 1}\\n\\nnot json\\n[1]\\n')
-        >>> [type(x).__name__ for x in read_inputs(f)]
-        ['Line', 'InputProblem', 'InputProblem']
-    """
-
-    seen = 0
-    with open(path, "rb") as stream:
-        for number, raw in _numbered(stream):
-            seen += 1
-            if seen <= skip:
-                continue
-            yield parse_line(number, raw)
-
-
-def parse_line(number: int, raw: bytes) -> Line | InputProblem:
-    """One input line as a :class:`Line`, or the :class:`InputProblem` that names it.
-
-    The bytes are read as strict UTF-8 JSON (:func:`loads_json`: integers beyond
-    64 bits stay exact).
-
-    Example:
-        >>> parse_line(4, b"[1]")
-        InputProblem(code='INVALID_INPUT', message='line 4: expected a JSON object, got array')
-        >>> parse_line(2, b'{"n": 123456789012345678901234567890}').value
-        {'n': 123456789012345678901234567890}
-    """
-    # Without its line ending, so an error's position is within the line (and the
-    # same whether the line came from a file or from a request body).
-    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-    try:
-        value = loads_json(raw)
-    except ValueError as exc:  # orjson.JSONDecodeError is one
-        return InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
-    if not isinstance(value, dict):
-        return InputProblem(
-            "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
-        )
-    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
-        return InputProblem(
-            "INVALID_INPUT",
-            f"line {number}: the input nests more than {MAX_DEPTH} levels of objects and "
-            f"arrays (the limit is {MAX_DEPTH})",
-        )
-    return Line(number, value)
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -177,19 +72,6 @@ def loads_json(data: bytes | str) -> Any:
                 "nested too deeply to read its integers beyond 64 bits exactly"
             ) from None
     return value
-
-
-def _json_kind(value: Any) -> str:
-    """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 _HUGE = float(2**63)
@@ -223,22 +105,6 @@ def non_finite(value: Any) -> bool:
         (True, False)
     """
     return _any_float(value, lambda f: not math.isfinite(f))
-
-
-def with_line(result: FlowResult, number: int) -> FlowResult:
-    """``result``, its ``INVALID_INPUT`` message prefixed with the input's line number."""
-    from dataclasses import replace
-
-    if result.error is None or result.error.code != "INVALID_INPUT":
-        return result
-    error = replace(result.error, message=f"line {number}: {result.error.message}")
-    return replace(result, error=error)
-
-
-def count_inputs(path: str | Path) -> int:
-    """How many inputs (non-blank lines) ``path`` holds: for progress and ETA."""
-    with open(path, "rb") as stream:
-        return sum(1 for _ in _numbered(stream))
 
 
 def record(index: int, result: FlowResult) -> dict[str, Any]:
@@ -338,37 +204,6 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     failed = {"index": record["index"]} if "index" in record else {}
     failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
     return orjson.dumps(failed), True
-
-
-def encode_input(value: Any) -> bytes:
-    """An input value as one line of JSON (no newline), to be read back by :func:`parse_line`.
-
-    A value nested more than :data:`~pocketbatch.loader._source.MAX_DEPTH` levels is
-    cut off one level below the limit: it still reads back as too deep, so it fails
-    its own record instead of failing the whole submission. Integers beyond 64 bits
-    stay exact (:func:`dumps_json`).
-
-    Example:
-        >>> encode_input({"a": [1, 2]})
-        b'{"a":[1,2]}'
-        >>> deep = {}
-        >>> for _ in range(500):
-        ...     deep = {"a": deep}
-        >>> parse_line(1, encode_input(deep)).code
-        'INVALID_INPUT'
-    """
-    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
-        value = _clipped(value, MAX_DEPTH + 1)
-    return dumps_json(value)
-
-
-def _clipped(value: Any, levels: int) -> Any:
-    """``value`` with the objects and arrays below ``levels`` levels emptied."""
-    if isinstance(value, dict):
-        return {k: _clipped(v, levels - 1) for k, v in value.items()} if levels > 1 else {}
-    if isinstance(value, list):
-        return [_clipped(v, levels - 1) for v in value] if levels > 1 else []
-    return value
 
 
 class JsonlWriter:

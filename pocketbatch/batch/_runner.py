@@ -6,46 +6,33 @@ in flight. Every item gets a :class:`~pocketbatch.FlowResult`; one item's failur
 never stops the others. Results come back as they finish (:func:`iter_batch`), or
 in input order through a bounded reorder window: when the oldest unfinished item
 holds the window full, workers stop pulling new inputs until it finishes, so
-memory stays flat however many inputs there are.
+memory stays flat however many inputs there are. The workers are the core's
+(:func:`~pocketbatch.core._parallel.bounded_stream`); this module adds what a
+batch item is (:func:`~pocketbatch.batch._lines.run_input`), events and the
+public entry points.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
+from pocketbatch.batch._lines import run_input
 from pocketbatch.core import Event, EventKind, Observer
 from pocketbatch.core._events import guarded
+from pocketbatch.core._parallel import bounded_stream
 
 __all__ = (
     "BatchItemError",
-    "InputProblem",
     "evaluate_batch",
     "iter_batch",
     "run_batch",
 )
-
-
-@dataclass(frozen=True)
-class InputProblem:
-    """Stands in for an input that could not be read (bad JSON, not an object...).
-
-    The runner turns it into that item's failed result without running the flow,
-    so the rest of the batch goes on.
-
-    Example:
-        >>> InputProblem("INVALID_JSON", "line 3: unexpected end of data")
-        InputProblem(code='INVALID_JSON', message='line 3: unexpected end of data')
-    """
-
-    code: str
-    message: str
 
 
 class BatchItemError(PocketbatchError):
@@ -75,27 +62,6 @@ class BatchItemError(PocketbatchError):
         return (type(self), (self.index, self.result), self.__dict__)
 
 
-class _Crash:
-    """A worker hit a bug (not an item failure): the batch stops with it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_DONE: Any = object()
-
-
-async def _each(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(inputs, AsyncIterable):
-        async for item in inputs:
-            yield item
-    else:
-        for item in inputs:
-            yield item
-
-
 async def stream_results(
     executor: Executor,
     inputs: Iterable[Any] | AsyncIterable[Any],
@@ -110,9 +76,15 @@ async def stream_results(
 ) -> AsyncGenerator[tuple[int, FlowResult], None]:
     """``(index, result)`` for every input: the engine under :func:`iter_batch`.
 
+    The items run on the core's worker primitive
+    (:func:`~pocketbatch.core._parallel.bounded_stream`), each through
+    :func:`~pocketbatch.batch._lines.run_input`.
+
     Args:
         executor: an entered executor.
-        inputs: items (an :class:`InputProblem` item fails without running).
+        inputs: items (an :class:`~pocketbatch.batch.InputProblem` item fails without running; a
+            :class:`~pocketbatch.batch._lines.Line` runs its value, and an
+            ``INVALID_INPUT`` failure names its line).
         max_concurrency: worker tasks, hence items in flight.
         ordered: yield in input order (through a reorder window).
         window: the most inputs pulled but not yet yielded (default
@@ -127,75 +99,28 @@ async def stream_results(
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
     if observer is not None:
         observer = guarded(observer)  # its exceptions become ObserverError
-    window = max(window or 4 * max_concurrency, max_concurrency)
-    source = _each(inputs).__aiter__()
-    slots = asyncio.Semaphore(window)
-    pull_lock = asyncio.Lock()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    next_index = start
-    exhausted = False
 
-    async def worker() -> None:
-        nonlocal next_index, exhausted
-        try:
-            while True:
-                await slots.acquire()
-                async with pull_lock:
-                    if exhausted or (stop is not None and stop.is_set()):
-                        slots.release()
-                        return
-                    try:
-                        item = await anext(source)
-                    except StopAsyncIteration:
-                        exhausted = True
-                        slots.release()
-                        return
-                    index = next_index
-                    next_index += 1
-                if observer is not None:
-                    observer(Event(EventKind.ITEM_STARTED, name, item=index))
-                if isinstance(item, InputProblem):
-                    result = FlowResult.failed(item.code, item.message)
-                else:
-                    result = await executor.run(index, item)
-                if observer is not None:
-                    kind = EventKind.ITEM_FINISHED if result.ok else EventKind.ITEM_FAILED
-                    observer(Event(kind, name, item=index))
-                queue.put_nowait((index, result))
-        except Exception as exc:  # a bug, or the input iterable raised: stop the batch
-            queue.put_nowait(_Crash(exc))
+    async def run(index: int, item: Any) -> FlowResult:
+        if observer is None:
+            return await run_input(executor.run, index, item)
+        observer(Event(EventKind.ITEM_STARTED, name, item=index))
+        result = await run_input(executor.run, index, item)
+        kind = EventKind.ITEM_FINISHED if result.ok else EventKind.ITEM_FAILED
+        observer(Event(kind, name, item=index))
+        return result
 
-    tasks = [asyncio.create_task(worker()) for _ in range(max_concurrency)]
-
-    async def close_when_done() -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
-        queue.put_nowait(_DONE)
-
-    closer = asyncio.create_task(close_when_done())
-    pending: dict[int, FlowResult] = {}
-    expected = start
-    try:
-        while True:
-            got = await queue.get()
-            if got is _DONE:
-                break
-            if isinstance(got, _Crash):
-                raise got.error
-            index, result = got
-            if not ordered:
-                slots.release()
-                yield index, result
-                continue
-            pending[index] = result
-            while expected in pending:
-                ready = pending.pop(expected)
-                slots.release()
-                yield expected, ready
-                expected += 1
-    finally:
-        for task in (*tasks, closer):
-            task.cancel()
-        await asyncio.gather(*tasks, closer, return_exceptions=True)
+    stream = bounded_stream(
+        run,
+        inputs,
+        limit=max_concurrency,
+        ordered=ordered,
+        window=window,
+        start=start,
+        stop=None if stop is None else stop.is_set,
+    )
+    async with aclosing(stream):
+        async for pair in stream:
+            yield pair
 
 
 async def iter_batch(

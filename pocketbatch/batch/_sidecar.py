@@ -1,23 +1,13 @@
-"""What ``run-batch`` keeps beside its output: a fingerprint of the run, and a lock.
+"""The fingerprint ``run-batch`` keeps beside its output, for a safe ``--resume``.
 
 A resumed run must continue *the same* run: the same flow and config, the same
-inputs for every record already written. And only one run may write an output at
-a time. So an output ``OUT.jsonl`` (a regular file) gets two companions:
-
-* ``OUT.jsonl.lock``: held with an exclusive POSIX lock (``fcntl.lockf``) for the
-  whole run, holding the run's process id. A second run on the same output fails at
-  once (:func:`lock_output`). The operating system drops the lock when the process
-  ends, even by SIGKILL, so resuming after a crash just works; a lock file left
-  behind by a crash is harmless. POSIX locks (not ``flock``) because they belong to
-  the process: worker processes forked by ``--executor process`` do not inherit
-  them, so a worker outliving its parent cannot keep the output locked. On Windows
-  there is no lock (not supported there).
-
-* ``OUT.jsonl.pocketbatch``, the *fingerprint* (:class:`Fingerprint`): what the run
-  is (flow file and config file content hashes, ``--var`` values as hashes, never
-  in clear) and which inputs its records come from. The records themselves are left
-  exactly as they are (byte-identical to those of a run without a fingerprint and
-  to the server's).
+inputs for every record already written. So an output ``OUT.jsonl`` (a regular
+file) gets ``OUT.jsonl.pocketbatch``, the *fingerprint* (:class:`Fingerprint`):
+what the run is (flow file and config file content hashes, ``--var`` values as
+hashes, never in clear) and which inputs its records come from. The records
+themselves are left exactly as they are (byte-identical to those of a run without
+a fingerprint and to the server's). The run also holds ``OUT.jsonl.lock``
+(:mod:`pocketbatch.batch._lock`), so only one run writes an output at a time.
 
 The inputs part must say exactly which inputs the records in the output came from,
 at any moment a crash may stop the run; yet an fsync, or even a write, per record
@@ -57,25 +47,20 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, Any
 
 from pocketbatch._errors import PocketbatchError
-
-if TYPE_CHECKING:
-    from pocketbatch.loader import LoadedFlow
+from pocketbatch.batch._identity import FlowIdentity
+from pocketbatch.batch._lines import non_blank_lines
 
 __all__ = (
     "CHECKPOINT_EVERY",
     "Fingerprint",
-    "FlowIdentity",
     "InputsPrefix",
-    "OutputLock",
     "check_resume",
-    "lock_output",
-    "lock_path",
     "sidecar_path",
 )
 
@@ -99,247 +84,12 @@ def sidecar_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".pocketbatch")
 
 
-def lock_path(output: str | Path) -> Path:
-    """The lock file of ``output``.
-
-    Example:
-        >>> lock_path("out/results.jsonl").as_posix()
-        'out/results.jsonl.lock'
-    """
-    output = Path(output)
-    return output.with_name(output.name + ".lock")
-
-
-# -- the lock -----------------------------------------------------------------------------
-
-_held: set[Path] = set()  # POSIX locks do not exclude the process holding them
-
-
-class OutputLock:
-    """An exclusive lock on an output, held until :meth:`release` (see the module
-    docstring). Made by :func:`lock_output`.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> out = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
-        >>> with lock_output(out):
-        ...     lock_output(out)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        pocketbatch._errors.PocketbatchError: ...out.jsonl is in use by another pocketbatch ...
-    """
-
-    def __init__(self, path: Path, fd: int | None) -> None:
-        self.path = path
-        self._fd = fd
-
-    def release(self) -> None:
-        """Remove the lock file and let go (idempotent)."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        _held.discard(self.path)
-        # While still locked: a run that opened the file meanwhile sees it gone, retries.
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def lock_output(output: str | Path) -> OutputLock:
-    """Lock ``output`` for this run, or fail at once if another run holds it.
-
-    Raises:
-        PocketbatchError: another run (or this process) holds the lock (the message
-            names the output and the holder's process id), or the lock file cannot be
-            created (no such directory, no permission).
-    """
-    path = lock_path(Path(output).resolve())
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        return OutputLock(path, None)
-    if path in _held:
-        raise _in_use(output, str(os.getpid()))
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise PocketbatchError(
-                f"cannot lock --output {output}: {exc.strerror} ({path})"
-            ) from None
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise _in_use(output, holder) from None
-        # The holder before us may have removed the file just before we opened it:
-        # then our lock is on a file nobody else sees, so start again.
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held.add(path)
-    return OutputLock(path, fd)
-
-
-def _in_use(output: str | Path, holder: str) -> PocketbatchError:
-    pid = f" (pid {holder})" if holder.isdigit() else ""
-    return PocketbatchError(
-        f"{output} is in use by another pocketbatch run{pid}; wait for it to end, "
-        "or choose another --output"
-    )
-
-
-# -- what the run is ----------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _variable_hashes(variables: Mapping[str, Any], salt: bytes) -> dict[str, str]:
-    """Each variable's value, hashed with a key of the fingerprint's own (a secret
-    passed as ``--var`` is not written, nor guessable from a plain hash)."""
-    out: dict[str, str] = {}
-    for name, value in sorted(variables.items()):
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
-        out[name] = hashlib.blake2b(text.encode(), key=salt, digest_size=16).hexdigest()
-    return out
-
-
-@dataclass(frozen=True)
-class FlowIdentity:
-    """The flow a batch runs: content hashes of the flow file and of the config file
-    that shapes it (``--config``, the flow's ``test.config_file``, or a
-    ``pocketbatch.yaml`` / ``stepflow-config.yml`` beside it), and the ``--var``
-    values (kept in memory; the fingerprint stores them only hashed, as they may be
-    secrets).
-
-    Example:
-        >>> from pocketbatch import load_flow
-        >>> identity = FlowIdentity.of(load_flow("output: 1\\n", variables={"k": 2}))
-        >>> identity.flow, identity.config, sorted(identity.variables)
-        ('<text>', None, ['k'])
-    """
-
-    flow: str
-    flow_sha256: str
-    config: str | None = None
-    config_sha256: str | None = None
-    variables: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, flow: LoadedFlow) -> FlowIdentity:
-        """The identity of a loaded flow, from the files as they are now."""
-        from pocketbatch.loader._config_files import find_config
-
-        recipe = flow.recipe
-        source = recipe.source if recipe is not None else None
-        path = flow.spec.doc.path
-        if path is not None:
-            name, digest = str(Path(path).resolve()), _sha256_file(Path(path))
-        else:
-            text = source if source is not None else repr(flow.spec)
-            name, digest = "<text>", hashlib.sha256(text.encode()).hexdigest()
-        config: Path | None = None
-        if recipe is not None and recipe.config is not None:
-            config = Path(recipe.config)
-        elif flow.spec.test_config_file:
-            config = (flow.flow_dir or Path.cwd()) / flow.spec.test_config_file
-        elif flow.spec.test_config is None:  # an inline config is in the flow file
-            config = find_config(flow.flow_dir)
-        return cls(
-            name,
-            digest,
-            None if config is None else str(config.resolve()),
-            None if config is None or not config.is_file() else _sha256_file(config),
-            dict(flow.variables),
-        )
-
-    def to_json(self, salt: bytes) -> dict[str, Any]:
-        """As stored in the fingerprint's header (variables hashed with ``salt``)."""
-        return {
-            "flow": {"path": self.flow, "sha256": self.flow_sha256},
-            "config": None
-            if self.config is None
-            else {"path": self.config, "sha256": self.config_sha256},
-            "salt": salt.hex(),
-            "variables": _variable_hashes(self.variables, salt),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> tuple[FlowIdentity, bytes, dict[str, str]]:
-        """Read back :meth:`to_json`: the identity (without variables), the salt and
-        the variables' hashes. Raises ``KeyError``/``TypeError``/``ValueError`` when
-        malformed."""
-        config = data["config"]
-        variables = data["variables"]
-        if not isinstance(variables, dict):
-            raise TypeError("variables is not a mapping")
-        identity = cls(
-            str(data["flow"]["path"]),
-            str(data["flow"]["sha256"]),
-            None if config is None else str(config["path"]),
-            None if config is None or config["sha256"] is None else str(config["sha256"]),
-        )
-        hashes = {str(k): str(v) for k, v in variables.items()}
-        return identity, bytes.fromhex(data["salt"]), hashes
-
-    def changes(
-        self, first: FlowIdentity, salt: bytes, variables: Mapping[str, str]
-    ) -> tuple[list[str], list[str]]:
-        """``(problems, notes)``: how this run differs from ``first`` (whose variables
-        hashed with ``salt`` were ``variables``). Problems (the flow or its config)
-        refuse a resume; notes (``--var`` values) only warn, as a variable often tunes
-        how a run goes (a timeout, a rate) rather than what it gives, and only the
-        user knows which."""
-        problems: list[str] = []
-        if self.flow_sha256 != first.flow_sha256:
-            where = Path(self.flow).name
-            if Path(first.flow).name != where:
-                where = f"first run: {first.flow}, now: {self.flow}"
-            problems.append(f"the flow changed since the first run ({where})")
-        if self.config_sha256 != first.config_sha256 or (self.config is None) != (
-            first.config is None
-        ):
-            if first.config is None or self.config is None:
-                problems.append(
-                    f"the first run used {'no config' if first.config is None else first.config}"
-                    f", this one {'no config' if self.config is None else self.config}"
-                )
-            else:
-                problems.append(f"the config changed since the first run ({self.config})")
-        now = _variable_hashes(self.variables, salt)
-        notes = [
-            f"--var {name} differs from the first run's (the records already written used "
-            "the first run's value)"
-            for name in sorted(set(now) | set(variables))
-            if now.get(name) != variables.get(name)
-        ]
-        return problems, notes
-
-
 # -- which inputs -------------------------------------------------------------------------
 
 
 def _line_digest(raw: bytes) -> bytes:
-    """An input line's digest: its content without the line ending."""
+    """An input line's digest: its content without the line ending and any ``b"\\r"``
+    before it."""
     return hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=16).digest()
 
 
@@ -363,13 +113,6 @@ def _unpack(raw: bytes, kind: int) -> tuple[int, bytes] | None:
     if _CHECK.unpack(check)[0] != zlib.crc32(raw[:24], kind):
         return None
     return key, digest
-
-
-def _inputs(stream: IO[bytes]) -> Iterator[bytes]:
-    """Each input (non-blank line) of ``stream``, as read."""
-    for raw in stream:
-        if raw.strip():
-            yield raw
 
 
 @dataclass
@@ -603,7 +346,7 @@ class Fingerprint:
         self._ring_at = ring_at
         self._end = end  # where the next checkpoint goes
         self._batch = batch
-        self._lines = _inputs(inputs)
+        self._lines = (line for _, line in non_blank_lines(inputs))  # from prefix.offset on
         self._stream = inputs
         self._running = prefix.running  # H(_checked)
         self._checked = prefix.checkpoints[-1][0]  # the last checkpoint

@@ -1,18 +1,30 @@
 """Bounded, lazy, fault-isolated concurrency: the only place pocketbatch spawns tasks.
 
-:func:`bounded_map` runs ``fn(index, item)`` for every item with at most
-``limit`` calls in flight. It starts ``limit`` worker tasks that pull items from
+One worker primitive, :func:`_pool`, runs ``fn(index, item)`` for every item with
+at most a given number of calls in flight: that many worker tasks pull items from
 the (sync or async) iterable one at a time, so a generator of a million items
-never becomes a million coroutines; results land in input order. Every worker
-lives in one :class:`asyncio.TaskGroup`, so when the first failure aborts the
-batch, the items still in flight are cancelled *and awaited* before the original
-exception propagates.
+never becomes a million coroutines. Every worker lives in one
+:class:`asyncio.TaskGroup`, so when the first failure stops the pool, no item
+starts after it and the items still in flight are cancelled *and awaited* before
+the original exception propagates. It has two faces:
+
+* :func:`bounded_map`: every result, in input order, in a list (the core's
+  parallel batch nodes and flows, flow tests);
+* :func:`bounded_stream`: ``(index, result)`` pairs as items finish, or in input
+  order through a bounded reorder window (the batch runner).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sized,
+)
 from functools import partial
 from typing import Any
 
@@ -32,16 +44,146 @@ from pocketbatch.core._items import (
 from pocketbatch.core._node import BatchNode, NodeOptions
 from pocketbatch.core._retry import RateLimiter
 
-__all__ = ("AsyncParallelBatchNode", "bounded_map")
+__all__ = ("AsyncParallelBatchNode", "bounded_map", "bounded_stream")
 
 ExecT = TypeVar("ExecT", default=Any)
 T = TypeVar("T")
+R = TypeVar("R")
 
 ItemFn = Callable[[int, T], Awaitable[Any]]
 
 
 class _Abort(Exception):
-    """Internal: a worker's signal to its task group that the batch must stop."""
+    """Internal: a worker's signal to its task group that the pool must stop."""
+
+
+def _workers(items: Iterable[Any] | AsyncIterable[Any], limit: int | None) -> int:
+    """How many worker tasks: ``limit``, but no more than there are items when known.
+
+    ``limit=None`` (unbounded) needs a sized ``items``: one worker per item.
+    """
+    if isinstance(items, Sized):
+        return len(items) if limit is None else min(limit, len(items))
+    assert limit is not None, "an unbounded pool needs its items as a list"
+    return limit
+
+
+async def _pool(
+    fn: Callable[[int, T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    workers: int,
+    done: Callable[[int, R], object],
+    start: int = 0,
+    window: asyncio.Semaphore | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    """Run ``fn(index, item)`` over ``items`` on ``workers`` tasks; ``done(index, result)``
+    as each finishes.
+
+    Items are pulled lazily, one per idle worker, and numbered from ``start`` in the
+    order they are pulled. With ``window``, a worker takes a token from it before
+    each pull (whoever consumes the results gives tokens back); with ``stop``, no item
+    is pulled once ``stop()`` is true, and the items in flight finish.
+
+    The first exception, from the iterable, ``fn`` or ``done``, stops the pool: no
+    item starts after it (it is checked before every pull), the items in flight are
+    cancelled and awaited, and it propagates as itself (as from ``asyncio.gather``;
+    so does a ``BaseException`` that is not an ``Exception``).
+    """
+    fatal: list[BaseException] = []  # the first exception that stops the pool
+    index = start
+    exhausted = False
+
+    def stopped() -> bool:
+        return exhausted or bool(fatal) or (stop is not None and stop())
+
+    if isinstance(items, AsyncIterable):
+        source = aiter(items)
+        lock = asyncio.Lock()
+
+        async def pull() -> tuple[int, T] | None:
+            nonlocal index, exhausted
+            async with lock:
+                if stopped():
+                    return None
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    exhausted = True
+                    return None
+                index += 1
+                return index - 1, item
+
+        async def worker() -> None:
+            try:
+                while not fatal:
+                    if window is not None:
+                        await window.acquire()
+                    pulled = await pull()
+                    if pulled is None:
+                        if window is not None:
+                            window.release()
+                        return
+                    done(pulled[0], await fn(*pulled))
+            except _Abort:
+                raise
+            except Exception as exc:  # the iterable raised, or fn, or done
+                fatal.append(exc)
+                raise _Abort from None
+
+    else:
+        iterator = iter(items)
+
+        async def worker() -> None:
+            nonlocal index, exhausted
+            try:
+                # Check before every pull: once the pool has failed, workers whose
+                # items finished in the same loop turn must not start new ones.
+                while not fatal:
+                    if window is not None:
+                        await window.acquire()
+                    if stopped():
+                        if window is not None:
+                            window.release()
+                        return
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                        if window is not None:
+                            window.release()
+                        return
+                    index += 1
+                    done(index - 1, await fn(index - 1, item))
+            except _Abort:
+                raise
+            except Exception as exc:  # the iterable raised, or fn, or done
+                fatal.append(exc)
+                raise _Abort from None
+
+    stop_with: BaseException | None = None
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    except BaseExceptionGroup as group_error:
+        # Whatever stopped the pool propagates as itself, as from asyncio.gather:
+        # a BaseException that is not an Exception (one the workers let through),
+        # else the first failure.
+        _, unexpected = group_error.split(_Abort)
+        if unexpected is not None:
+            stop_with = unexpected
+            while isinstance(stop_with, BaseExceptionGroup):
+                stop_with = stop_with.exceptions[0]
+        elif fatal:
+            stop_with = fatal[0]
+        else:
+            raise
+    if stop_with is not None:
+        # Raised outside the except block so the traceback does not drag the
+        # task group's ExceptionGroup along as context.
+        raise stop_with
 
 
 async def bounded_map(
@@ -57,108 +199,115 @@ async def bounded_map(
     ``fn`` returns the item's result, or a ``_Failure`` for an item that failed.
     With ``collect=False`` the first failure cancels (and awaits) everything
     still running, then its exception is raised; with ``collect=True`` failures
-    become :class:`ItemError` entries. An exception raised by the iterable itself
-    always stops the batch.
+    become :class:`ItemError` entries. An exception raised by the iterable itself,
+    or by ``fn``, always stops the batch.
 
     ``limit=None`` means unbounded: one task per item, as ``asyncio.gather`` would.
+
+    Example:
+        >>> import asyncio
+        >>> async def square(index, n):
+        ...     await asyncio.sleep(0)
+        ...     return n * n
+        >>> asyncio.run(bounded_map(square, (n for n in range(5)), limit=2, collect=False))
+        [0, 1, 4, 9, 16]
     """
+    if isinstance(items, AsyncIterable):
+        if limit is None:
+            items = [item async for item in items]
+    elif not isinstance(items, Iterable):
+        raise not_iterable(owner, items)
+    elif limit is None and not isinstance(items, list):
+        items = list(items)
     results: list[Any] = []
-    fatal: list[BaseException] = []  # the first exception that stops the batch
 
     def settle(index: int, result: Any) -> None:
         if type(result) is _Failure:
             if not collect:
-                fatal.append(result.exc)
-                raise _Abort
+                raise result.exc  # stops the pool; it propagates as itself
             result = ItemError(index, result.exc, result.attempts)
+        if index >= len(results):
+            results.extend([None] * (index + 1 - len(results)))
         results[index] = result
 
-    if isinstance(items, AsyncIterable):
-        if limit is None:
-            items = [item async for item in items]
-        else:
-            source = aiter(items)
-            lock = asyncio.Lock()
-
-            async def pull() -> tuple[int, T] | None:
-                async with lock:
-                    try:
-                        item = await anext(source)
-                    except StopAsyncIteration:
-                        return None
-                    results.append(None)
-                    return len(results) - 1, item
-
-            async def async_worker() -> None:
-                try:
-                    while not fatal and (pulled := await pull()) is not None:
-                        settle(pulled[0], await fn(*pulled))
-                except _Abort:
-                    raise
-                except Exception as exc:
-                    fatal.append(exc)
-                    raise _Abort from None
-
-            await _supervise(async_worker, limit, fatal)
-            return results
-
-    if not isinstance(items, Iterable):
-        raise not_iterable(owner, items)
-    if limit is None:
-        items = items if isinstance(items, list) else list(items)
-        workers = len(items)
-    elif isinstance(items, Sized):
-        workers = min(limit, len(items))
-    else:
-        workers = limit
-    pairs = enumerate(items)
-
-    async def worker() -> None:
-        try:
-            # Check before every pull: once the batch has failed, workers whose
-            # items finished in the same loop turn must not start new ones.
-            while not fatal:
-                try:
-                    index, item = next(pairs)
-                except StopIteration:
-                    return
-                results.append(None)
-                settle(index, await fn(index, item))
-        except _Abort:
-            raise
-        except Exception as exc:  # the iterable raised, or an observer did
-            fatal.append(exc)
-            raise _Abort from None
-
-    await _supervise(worker, workers, fatal)
+    await _pool(fn, items, workers=_workers(items, limit), done=settle)
     return results
 
 
-async def _supervise(
-    worker: Callable[[], Awaitable[None]], count: int, fatal: list[BaseException]
-) -> None:
-    stop: BaseException | None = None
+_DONE: Any = object()
+
+
+async def bounded_stream(
+    fn: Callable[[int, T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    limit: int,
+    ordered: bool = False,
+    window: int | None = None,
+    start: int = 0,
+    stop: Callable[[], bool] | None = None,
+) -> AsyncGenerator[tuple[int, R], None]:
+    """``(index, fn(index, item))`` for every item, at most ``limit`` calls at once.
+
+    Items are pulled lazily. Pairs come as items finish, or with ``ordered`` in
+    input order. Either way no more than ``window`` items (default ``4 * limit``,
+    at least ``limit``) are pulled but not yet yielded: the reorder buffer's bound,
+    and back-pressure on reading while the consumer is slow or the oldest item holds
+    the window. Indexes start at ``start``; once ``stop()`` is true no item is
+    pulled, and the stream ends when those in flight are yielded.
+
+    The first exception, from the iterable or ``fn``, ends the stream with it
+    (after the pairs that finished before it). Closing the stream early (``break``,
+    ``aclose()``, cancellation) cancels the items in flight and awaits them.
+
+    Example:
+        >>> import asyncio
+        >>> async def slow_first(index, word):
+        ...     for _ in range(3 - index):
+        ...         await asyncio.sleep(0)
+        ...     return word.upper()
+        >>> async def main(ordered):
+        ...     stream = bounded_stream(slow_first, ["a", "b", "c"], limit=3, ordered=ordered)
+        ...     return [pair async for pair in stream]
+        >>> asyncio.run(main(False)), asyncio.run(main(True))
+        ([(2, 'C'), (1, 'B'), (0, 'A')], [(0, 'A'), (1, 'B'), (2, 'C')])
+    """
+    tokens = asyncio.Semaphore(max(window or 4 * limit, limit))
+    finished: asyncio.Queue[Any] = asyncio.Queue()
+    pool = asyncio.create_task(
+        _pool(
+            fn,
+            items,
+            workers=_workers(items, limit),
+            done=lambda index, result: finished.put_nowait((index, result)),
+            start=start,
+            window=tokens,
+            stop=stop,
+        )
+    )
+    pool.add_done_callback(lambda _: finished.put_nowait(_DONE))
+    pending: dict[int, R] = {}
+    expected = start
     try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(count):
-                group.create_task(worker())  # type: ignore[arg-type]
-    except BaseExceptionGroup as group_error:
-        # Whatever stopped the batch propagates as itself, as from asyncio.gather:
-        # a BaseException that is not an Exception (one the workers let through),
-        # else the first item failure.
-        _, unexpected = group_error.split(_Abort)
-        if unexpected is not None:
-            stop = unexpected
-            while isinstance(stop, BaseExceptionGroup):
-                stop = stop.exceptions[0]
-        elif fatal:
-            stop = fatal[0]
-        else:
-            raise
-    if stop is not None:
-        # Raised outside the except block so the traceback does not drag the
-        # task group's ExceptionGroup along as context.
-        raise stop
+        while True:
+            got = await finished.get()
+            if got is _DONE:
+                pool.result()  # the exception that stopped the pool, as itself
+                return
+            index, result = got
+            if not ordered:
+                tokens.release()
+                yield index, result
+                continue
+            pending[index] = result
+            while expected in pending:
+                ready = pending.pop(expected)
+                tokens.release()
+                yield expected, ready
+                expected += 1
+    finally:
+        pool.cancel()
+        await asyncio.gather(pool, return_exceptions=True)
 
 
 class AsyncParallelBatchNode(AsyncNode[SharedT, ItemT, ExecT], BatchNode[SharedT, ItemT, ExecT]):

@@ -101,12 +101,8 @@ def create_app(settings: ServerSettings) -> Any:
         raise MissingExtraError("pocketbatch serve", "server") from None
 
     from pocketbatch import __version__
-    from pocketbatch.batch._jsonl import (
-        encode_input,
-        encode_record,
-        input_lines,
-        loads_json,
-    )
+    from pocketbatch.batch._jsonl import encode_record, loads_json
+    from pocketbatch.batch._lines import encode_input, input_lines
     from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
     from pocketbatch.server._guard import BodyLimit
     from pocketbatch.server._manager import BatchManager

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import Executor, make_executor
-from pocketbatch.batch._jsonl import Line, encode_record, parse_line, record, with_line
-from pocketbatch.batch._runner import InputProblem, stream_results
+from pocketbatch.batch._jsonl import encode_record, record
+from pocketbatch.batch._lines import InputProblem, Line, parse_line, run_input
+from pocketbatch.batch._runner import stream_results
 from pocketbatch.server._store import Store
 
 if TYPE_CHECKING:
@@ -54,7 +55,12 @@ class _Indexed:
 
 
 class _BatchExecutor:
-    """Runs one batch's items: under the global limit, keeping stored indexes."""
+    """Runs one batch's items: under the global limit, keeping stored indexes.
+
+    Each item is a stored input (:class:`_Indexed`), run as run-batch runs its
+    lines (:func:`~pocketbatch.batch._lines.run_input`): a line that could not be
+    read fails without taking a slot of the global limit.
+    """
 
     def __init__(
         self, inner: Executor, slots: asyncio.Semaphore, in_flight: dict[str, int], batch_id: str
@@ -75,15 +81,15 @@ class _BatchExecutor:
     async def run(self, ordinal: int, item: Any) -> FlowResult:
         stored: _Indexed = item
         self.indexes[ordinal] = stored.index
-        if isinstance(stored.item, InputProblem):
-            return FlowResult.failed(stored.item.code, stored.item.message)
+        return await run_input(self._run_limited, stored.index, stored.item)
+
+    async def _run_limited(self, index: int, value: Any) -> FlowResult:
         async with self.slots:
             self.in_flight[self.batch_id] = self.in_flight.get(self.batch_id, 0) + 1
             try:
-                result = await self.inner.run(stored.index, stored.item.value)
+                return await self.inner.run(index, value)
             finally:
                 self.in_flight[self.batch_id] -= 1
-        return with_line(result, stored.item.number)
 
 
 class BatchManager:

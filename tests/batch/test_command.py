@@ -33,7 +33,8 @@ from _support import records, write_lines
 
 from pocketbatch import FlowResult, PocketbatchError, load_flow
 from pocketbatch.batch._command import run_batch_command
-from pocketbatch.batch._sidecar import lock_output, lock_path, sidecar_path
+from pocketbatch.batch._lock import lock_output, lock_path
+from pocketbatch.batch._sidecar import sidecar_path
 
 DATA = Path(__file__).parent / "data"
 GATED = DATA / "gated.yaml"

@@ -16,14 +16,8 @@ from typing import Any
 
 from _support import records
 
-from pocketbatch.batch._jsonl import (
-    InputProblem,
-    JsonlWriter,
-    Line,
-    encode_input,
-    encode_record,
-    parse_line,
-)
+from pocketbatch.batch._jsonl import JsonlWriter, encode_record
+from pocketbatch.batch._lines import InputProblem, Line, encode_input, parse_line
 from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
 

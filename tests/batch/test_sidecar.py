@@ -1,4 +1,4 @@
-"""The run's fingerprint and the output lock (pocketbatch/batch/_sidecar.py).
+"""The run's fingerprint (pocketbatch/batch/_sidecar.py; the lock: tests/batch/test_lock.py).
 
 The contract (issue 10): ``--resume`` continues only the same run, i.e. the same flow
 and config, and the same input for every record already in the output; whatever
@@ -16,17 +16,11 @@ from typing import Any
 import pytest
 from _support import write_lines
 
-from pocketbatch import PocketbatchError, load_flow
+from pocketbatch import load_flow
 from pocketbatch.batch import _sidecar
+from pocketbatch.batch._identity import FlowIdentity
 from pocketbatch.batch._jsonl import JsonlWriter, ResumeError, resume_state
-from pocketbatch.batch._sidecar import (
-    Fingerprint,
-    FlowIdentity,
-    check_resume,
-    lock_output,
-    lock_path,
-    sidecar_path,
-)
+from pocketbatch.batch._sidecar import Fingerprint, check_resume, sidecar_path
 
 FLOW = "output: {$input: n}\n"
 
@@ -295,37 +289,3 @@ def test_a_new_fingerprint_replaces_the_old_one_whole(tmp_path: Path) -> None:
     after = sidecar_path(out).read_bytes()
     assert after != before
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
-
-
-# -- the lock -------------------------------------------------------------------------------
-
-
-def test_one_lock_per_output_released_and_removed_after(tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    lock = lock_output(out)
-    assert lock_path(out).read_text().strip().isdigit()
-    with pytest.raises(
-        PocketbatchError, match=r"out.jsonl is in use by another pocketbatch run \(pid \d+\)"
-    ):
-        lock_output(tmp_path / "." / "out.jsonl")  # the same file, however it is named
-    lock.release()
-    assert not lock_path(out).exists()
-    with lock_output(out):  # free again
-        pass
-
-
-def test_a_lock_file_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    lock_path(out).write_text("999999999\n")  # what a SIGKILL leaves: the file, no lock
-    with lock_output(out):
-        assert lock_path(out).read_text().strip() != "999999999"
-
-
-def test_locks_of_other_outputs_are_independent(tmp_path: Path) -> None:
-    with lock_output(tmp_path / "a.jsonl"), lock_output(tmp_path / "b.jsonl"):
-        pass
-
-
-def test_an_output_in_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(PocketbatchError, match=r"cannot lock --output .*: No such file"):
-        lock_output(tmp_path / "nowhere" / "out.jsonl")
