@@ -6,6 +6,7 @@
 layer; the HTTP app needs FastAPI.
 """
 
-from pocketbatch.server._app import Limits, ServerSettings, create_app
+from pocketbatch.server._app import create_app
+from pocketbatch.server._settings import Limits, ServerSettings
 
 __all__ = ("Limits", "ServerSettings", "create_app")
