@@ -30,12 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from pocketbatch._client_parts import (
+    AtomicFile,
+    Backoff,
+    Call,
+    Records,
+    finished,
+    flow_text,
+    poll_intervals,
+    submission,
+    token_or_env,
+)
 from pocketbatch._errors import PocketbatchError
 
 if TYPE_CHECKING:
@@ -47,7 +57,7 @@ API = "/api/v1"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRY_FOR = 60.0
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_FINISHED = frozenset({"completed", "cancelled", "failed"})
+_Http = TypeVar("_Http")  # httpx.Client or httpx.AsyncClient
 
 
 class ServerError(PocketbatchError):
@@ -91,40 +101,6 @@ def api_url(url: str) -> str:
     return base + API
 
 
-def _token(token: str | None) -> str | None:
-    return token or os.environ.get("POCKETBATCH_TOKEN") or None
-
-
-def _flow_text(flow: str | os.PathLike[str]) -> str:
-    """A flow's text: read a path, pass text (anything with a newline, or JSON) through."""
-    if isinstance(flow, str) and ("\n" in flow or flow.lstrip().startswith("{")):
-        return flow
-    path = Path(flow)
-    if isinstance(flow, str) and not path.is_file():
-        return flow  # one-line text; the server says what is wrong with it
-    return path.read_text(encoding="utf-8")
-
-
-def _submission(
-    flow: str | os.PathLike[str],
-    inputs: str | os.PathLike[str] | Iterable[Any],
-    max_concurrent: int,
-) -> dict[str, Any]:
-    """The ``POST /batches`` request (httpx arguments) for a batch.
-
-    A JSONL file goes byte for byte, as a JSONL body after a line of settings, so
-    the server reads its lines as ``run-batch`` reads the file (invalid UTF-8, a
-    bare ``\\r``: the same records); a list of inputs goes as JSON.
-    """
-    settings = {"flow": _flow_text(flow), "max_concurrent": max_concurrent}
-    if isinstance(inputs, str | os.PathLike):
-        import orjson
-
-        body = orjson.dumps(settings) + b"\n" + Path(inputs).read_bytes()
-        return {"content": body, "headers": {"Content-Type": "application/x-ndjson"}}
-    return {"json": {**settings, "inputs": list(inputs)}}
-
-
 def _error(response: httpx.Response) -> ServerError:
     detail: Any
     try:
@@ -138,45 +114,122 @@ def _error(response: httpx.Response) -> ServerError:
     return ServerError(response.status_code, detail)
 
 
-def _index(line: bytes) -> int:
-    import orjson
-
-    value = orjson.loads(line).get("index")
-    return value if isinstance(value, int) else -1
-
-
-class _Backoff:
-    """Exponential delays (``first``, doubling, at most ``cap``) within a ``budget`` of seconds."""
-
-    def __init__(self, budget: float, *, first: float = 0.25, cap: float = 8.0) -> None:
-        self._deadline = time.monotonic() + budget
-        self._delay = first
-        self._cap = cap
-
-    def next_delay(self) -> float | None:
-        """The seconds to sleep before the next try, or ``None`` when the budget is spent."""
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            return None
-        delay = min(self._delay, self._cap, left)
-        self._delay *= 2
-        return delay
-
-
 def _network_errors() -> tuple[type[BaseException], ...]:
     import httpx
 
     return (httpx.TransportError,)
 
 
-def _poll_intervals(poll: float) -> Iterator[float]:
-    delay = min(0.05, poll)
-    while True:
-        yield delay
-        delay = min(delay * 2, poll)
+class _Attempts:
+    """The retry decisions of one call (the clients only send and sleep).
+
+    Example:
+        >>> attempts = _Attempts("http://h/health", retry_for=0)
+        >>> attempts.failed(OSError("refused"))
+        Traceback (most recent call last):
+        ...
+        pocketbatch.client.ServerError: server unreachable: http://h/health: OSError('refused')
+    """
+
+    def __init__(self, where: str, *, retry_for: float, retry_statuses: bool = False) -> None:
+        self._where = where
+        self._backoff = Backoff(retry_for)
+        self._retry_statuses = retry_statuses
+
+    def failed(self, exc: BaseException) -> float:
+        """The seconds to wait after a network error before trying again.
+
+        Raises:
+            ServerError: (status ``None``) the time to retry for is spent.
+        """
+        delay = self._backoff.next_delay()
+        if delay is None:
+            raise ServerError(None, f"{self._where}: {exc!r}") from exc
+        return delay
+
+    def answered(self, response: httpx.Response) -> float | None:
+        """``None`` when ``response`` is the answer, else the seconds to wait before
+        trying again (a 502, 503 or 504 while retrying).
+
+        Raises:
+            ServerError: the answer is an HTTP error.
+        """
+        if self._retry_statuses and response.status_code in _RETRY_STATUSES:
+            delay = self._backoff.next_delay()
+            if delay is not None:
+                return delay
+        if response.is_error:
+            raise _error(response)
+        return None
 
 
-class Client:
+class _ClientBase(Generic[_Http]):
+    """What :class:`Client` and :class:`AsyncClient` share: the settings, and every
+    operation's request as a :class:`Call`. The subclasses send and wait."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry_for: float = DEFAULT_RETRY_FOR,
+    ) -> None:
+        self.url = api_url(url)
+        self.retry_for = retry_for
+        token = token_or_env(token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = self._open(base_url=self.url, headers=headers, timeout=timeout)
+        self._timeout = timeout
+
+    def _open(self, **options: Any) -> _Http:
+        raise NotImplementedError
+
+    def _attempts(self, call: Call) -> _Attempts:
+        retry_for = self.retry_for if call.retry else 0.0
+        return _Attempts(f"{self.url}{call.path}", retry_for=retry_for, retry_statuses=call.retry)
+
+    def _stream_attempts(self) -> _Attempts:
+        return _Attempts(f"{self.url}: reading outputs", retry_for=self.retry_for)
+
+    @staticmethod
+    def _health() -> Call:
+        return Call("GET", "/health")
+
+    @staticmethod
+    def _submit(
+        flow: str | os.PathLike[str],
+        inputs: str | os.PathLike[str] | Iterable[Any],
+        max_concurrent: int,
+    ) -> Call:
+        return Call("POST", "/batches", options=submission(flow, inputs, max_concurrent))
+
+    @staticmethod
+    def _get(batch_id: str, retry: bool) -> Call:
+        return Call("GET", f"/batches/{batch_id}", retry=retry)
+
+    @staticmethod
+    def _list(limit: int, offset: int) -> Call:
+        return Call("GET", "/batches", options={"params": {"limit": limit, "offset": offset}})
+
+    @staticmethod
+    def _cancel(batch_id: str) -> Call:
+        return Call("POST", f"/batches/{batch_id}/cancel")
+
+    def _run(self, flow: str | os.PathLike[str], input: Any) -> Call:
+        import httpx
+
+        body = {"flow": flow_text(flow), "input": input}
+        timeout = httpx.Timeout(self._timeout, read=None)  # a run may take long
+        return Call("POST", "/runs", options={"json": body, "timeout": timeout})
+
+    @staticmethod
+    def _outputs(batch_id: str, wait: bool) -> Call:
+        params = {"wait": "true"} if wait else {}
+        return Call("GET", f"/batches/{batch_id}/outputs", options={"params": params})
+
+
+class Client(_ClientBase["httpx.Client"]):
     """A synchronous client of a pocketbatch server.
 
     Args:
@@ -195,22 +248,10 @@ class Client:
         {'status': 'ok', 'version': '0.1.0'}
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry_for: float = DEFAULT_RETRY_FOR,
-    ) -> None:
+    def _open(self, **options: Any) -> httpx.Client:
         import httpx
 
-        self.url = api_url(url)
-        self.retry_for = retry_for
-        token = _token(token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        self._timeout = timeout
+        return httpx.Client(**options)
 
     def __enter__(self) -> Self:
         return self
@@ -222,29 +263,22 @@ class Client:
         """Close the connections."""
         self._http.close()
 
-    def _request(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> Any:
-        backoff = _Backoff(self.retry_for if retry else 0.0)
+    def _send(self, call: Call) -> Any:
+        attempts = self._attempts(call)
         while True:
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._http.request(call.method, call.path, **call.options)
             except _network_errors() as exc:
-                delay = backoff.next_delay()
-                if delay is None:
-                    raise ServerError(None, f"{self.url}{path}: {exc!r}") from exc
-                time.sleep(delay)
-                continue
-            if response.status_code in _RETRY_STATUSES and retry:
-                delay = backoff.next_delay()
-                if delay is not None:
-                    time.sleep(delay)
-                    continue
-            if response.is_error:
-                raise _error(response)
-            return response.json()
+                delay = attempts.failed(exc)
+            else:
+                if (answer := attempts.answered(response)) is None:
+                    return response.json()
+                delay = answer
+            time.sleep(delay)
 
     def health(self) -> dict[str, Any]:
         """``{"status": "ok", "version": ...}`` (needs no token)."""
-        return dict(self._request("GET", "/health", retry=False))
+        return dict(self._send(self._health()))
 
     def submit_batch(
         self,
@@ -266,24 +300,22 @@ class Client:
             >>> client.submit_batch("flow.yaml", [{"n": 1}, {"n": 2}])  # doctest: +SKIP
             '5bde5c0ab7154c3dbdc4ae11ce2bc649'
         """
-        request = _submission(flow, inputs, max_concurrent)
-        return str(self._request("POST", "/batches", retry=False, **request)["batch_id"])
+        return str(self._send(self._submit(flow, inputs, max_concurrent))["batch_id"])
 
     def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """A batch's status and counts (``status``, ``total``, ``done``, ``failed``, ...).
 
         With ``retry``, network errors are retried for up to ``retry_for`` seconds.
         """
-        return dict(self._request("GET", f"/batches/{batch_id}", retry=retry))
+        return dict(self._send(self._get(batch_id, retry)))
 
     def list_batches(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         """``{"batches": [...], "total": N}``, newest first."""
-        params = {"limit": limit, "offset": offset}
-        return dict(self._request("GET", "/batches", retry=False, params=params))
+        return dict(self._send(self._list(limit, offset)))
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         """Cancel a running batch (the records made so far are kept); the batch after."""
-        return dict(self._request("POST", f"/batches/{batch_id}/cancel", retry=False))
+        return dict(self._send(self._cancel(batch_id)))
 
     def run(self, flow: str | os.PathLike[str], input: Any) -> dict[str, Any]:
         """Run a flow once on ``input``, on the server; the FlowResult as a dict.
@@ -292,11 +324,7 @@ class Client:
             >>> client.run("flow.yaml", {"n": 1})  # doctest: +SKIP
             {'outcome': 'success', 'result': {'n': 2}}
         """
-        import httpx
-
-        body = {"flow": _flow_text(flow), "input": input}
-        timeout = httpx.Timeout(self._timeout, read=None)
-        return dict(self._request("POST", "/runs", retry=False, json=body, timeout=timeout))
+        return dict(self._send(self._run(flow, input)))
 
     def wait(
         self,
@@ -315,11 +343,8 @@ class Client:
             >>> client.wait(batch_id)["status"]  # doctest: +SKIP
             'completed'
         """
-        for delay in _poll_intervals(poll):
-            batch = self.get_batch(batch_id, retry=True)
-            if on_poll is not None:
-                on_poll(batch)
-            if batch["status"] in _FINISHED:
+        for delay in poll_intervals(poll):
+            if finished(batch := self.get_batch(batch_id, retry=True), on_poll):
                 return batch
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -339,31 +364,20 @@ class Client:
         """
         if wait:
             self.wait(batch_id, poll=poll)
-        last = -1
-        backoff = _Backoff(self.retry_for)
-        params = {"wait": "true"} if wait else {}
+        call, records, attempts = self._outputs(batch_id, wait), Records(), self._stream_attempts()
         while True:
             try:
-                with self._http.stream("GET", f"/batches/{batch_id}/outputs", params=params) as r:
+                with self._http.stream(call.method, call.path, **call.options) as r:
                     if r.is_error:
                         r.read()
                         raise _error(r)
-                    pending = b""
+                    records.restart()
                     for chunk in r.iter_bytes():
-                        *lines, pending = (pending + chunk).split(b"\n")
-                        for line in lines:
-                            if line.strip() and (index := _index(line)) > last:
-                                last = index
-                                yield line
-                    if pending.strip() and (index := _index(pending)) > last:
-                        last = index
-                        yield pending
+                        yield from records.feed(chunk)
+                    yield from records.end()
                 return
             except _network_errors() as exc:
-                delay = backoff.next_delay()
-                if delay is None:
-                    raise ServerError(None, f"{self.url}: reading outputs: {exc!r}") from exc
-                time.sleep(delay)
+                time.sleep(attempts.failed(exc))
 
     def download_outputs(
         self, batch_id: str, path: str | os.PathLike[str], *, wait: bool = False
@@ -376,15 +390,13 @@ class Client:
             >>> client.download_outputs(batch_id, "out.jsonl", wait=True)  # doctest: +SKIP
             20
         """
-        with _AtomicFile(Path(path)) as out:
-            count = 0
+        with AtomicFile(Path(path)) as out:
             for line in self.outputs(batch_id, wait=wait):
                 out.write(line + b"\n")
-                count += 1
-        return count
+        return out.count
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase["httpx.AsyncClient"]):
     """An asyncio client of a pocketbatch server: :class:`Client`'s operations, awaited.
 
     Example:
@@ -395,22 +407,10 @@ class AsyncClient:
         ...         return [line async for line in client.outputs(batch_id)]
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry_for: float = DEFAULT_RETRY_FOR,
-    ) -> None:
+    def _open(self, **options: Any) -> httpx.AsyncClient:
         import httpx
 
-        self.url = api_url(url)
-        self.retry_for = retry_for
-        token = _token(token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
-        self._timeout = timeout
+        return httpx.AsyncClient(**options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -422,29 +422,22 @@ class AsyncClient:
         """Close the connections."""
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> Any:
-        backoff = _Backoff(self.retry_for if retry else 0.0)
+    async def _send(self, call: Call) -> Any:
+        attempts = self._attempts(call)
         while True:
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(call.method, call.path, **call.options)
             except _network_errors() as exc:
-                delay = backoff.next_delay()
-                if delay is None:
-                    raise ServerError(None, f"{self.url}{path}: {exc!r}") from exc
-                await asyncio.sleep(delay)
-                continue
-            if response.status_code in _RETRY_STATUSES and retry:
-                delay = backoff.next_delay()
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-            if response.is_error:
-                raise _error(response)
-            return response.json()
+                delay = attempts.failed(exc)
+            else:
+                if (answer := attempts.answered(response)) is None:
+                    return response.json()
+                delay = answer
+            await asyncio.sleep(delay)
 
     async def health(self) -> dict[str, Any]:
         """See :meth:`Client.health`."""
-        return dict(await self._request("GET", "/health", retry=False))
+        return dict(await self._send(self._health()))
 
     async def submit_batch(
         self,
@@ -454,29 +447,23 @@ class AsyncClient:
         max_concurrent: int = 16,
     ) -> str:
         """See :meth:`Client.submit_batch`."""
-        request = _submission(flow, inputs, max_concurrent)
-        return str((await self._request("POST", "/batches", retry=False, **request))["batch_id"])
+        return str((await self._send(self._submit(flow, inputs, max_concurrent)))["batch_id"])
 
     async def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """See :meth:`Client.get_batch`."""
-        return dict(await self._request("GET", f"/batches/{batch_id}", retry=retry))
+        return dict(await self._send(self._get(batch_id, retry)))
 
     async def list_batches(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         """See :meth:`Client.list_batches`."""
-        params = {"limit": limit, "offset": offset}
-        return dict(await self._request("GET", "/batches", retry=False, params=params))
+        return dict(await self._send(self._list(limit, offset)))
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         """See :meth:`Client.cancel_batch`."""
-        return dict(await self._request("POST", f"/batches/{batch_id}/cancel", retry=False))
+        return dict(await self._send(self._cancel(batch_id)))
 
     async def run(self, flow: str | os.PathLike[str], input: Any) -> dict[str, Any]:
         """See :meth:`Client.run`."""
-        import httpx
-
-        body = {"flow": _flow_text(flow), "input": input}
-        timeout = httpx.Timeout(self._timeout, read=None)
-        return dict(await self._request("POST", "/runs", retry=False, json=body, timeout=timeout))
+        return dict(await self._send(self._run(flow, input)))
 
     async def wait(
         self,
@@ -486,11 +473,8 @@ class AsyncClient:
         on_poll: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """See :meth:`Client.wait`."""
-        for delay in _poll_intervals(poll):
-            batch = await self.get_batch(batch_id, retry=True)
-            if on_poll is not None:
-                on_poll(batch)
-            if batch["status"] in _FINISHED:
+        for delay in poll_intervals(poll):
+            if finished(batch := await self.get_batch(batch_id, retry=True), on_poll):
                 return batch
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -501,60 +485,28 @@ class AsyncClient:
         """See :meth:`Client.outputs`."""
         if wait:
             await self.wait(batch_id, poll=poll)
-        last = -1
-        backoff = _Backoff(self.retry_for)
-        params = {"wait": "true"} if wait else {}
+        call, records, attempts = self._outputs(batch_id, wait), Records(), self._stream_attempts()
         while True:
             try:
-                path = f"/batches/{batch_id}/outputs"
-                async with self._http.stream("GET", path, params=params) as r:
+                async with self._http.stream(call.method, call.path, **call.options) as r:
                     if r.is_error:
                         await r.aread()
                         raise _error(r)
-                    pending = b""
+                    records.restart()
                     async for chunk in r.aiter_bytes():
-                        *lines, pending = (pending + chunk).split(b"\n")
-                        for line in lines:
-                            if line.strip() and (index := _index(line)) > last:
-                                last = index
-                                yield line
-                    if pending.strip() and (index := _index(pending)) > last:
-                        last = index
-                        yield pending
+                        for line in records.feed(chunk):
+                            yield line
+                    for line in records.end():
+                        yield line
                 return
             except _network_errors() as exc:
-                delay = backoff.next_delay()
-                if delay is None:
-                    raise ServerError(None, f"{self.url}: reading outputs: {exc!r}") from exc
-                await asyncio.sleep(delay)
+                await asyncio.sleep(attempts.failed(exc))
 
     async def download_outputs(
         self, batch_id: str, path: str | os.PathLike[str], *, wait: bool = False
     ) -> int:
         """See :meth:`Client.download_outputs`."""
-        with _AtomicFile(Path(path)) as out:
-            count = 0
+        with AtomicFile(Path(path)) as out:
             async for line in self.outputs(batch_id, wait=wait):
                 out.write(line + b"\n")
-                count += 1
-        return count
-
-
-class _AtomicFile:
-    """A binary file written beside ``path`` and renamed onto it on success only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        self._tmp = Path(name)
-        self._file = os.fdopen(fd, "wb")
-
-    def __enter__(self) -> Any:
-        return self._file
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        return out.count

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from pocketbatch._errors import MissingExtraError
-from pocketbatch.server._app import ServerSettings, create_app
+from pocketbatch.server._app import create_app
+from pocketbatch.server._settings import ServerSettings
 
 __all__ = ("QuietRepeats", "connection_budget", "is_loopback", "serve")
 
