@@ -158,7 +158,7 @@ async def _run(
     writer: JsonlWriter | None = None
     fingerprint: Fingerprint | None = None
     runner = _WithLineNumbers(
-        make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)  # type: ignore[arg-type]
+        make_executor(executor, flow, max_workers=workers, chunk_size=chunk_size)
     )
     cancelled = broken_pipe = False
     no_space: OSError | None = None
