@@ -29,7 +29,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from pocketbatch.batch._executors import Executor, make_executor
+from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
 from pocketbatch.batch._jsonl import (
     JsonlWriter,
     Line,
@@ -118,7 +118,7 @@ async def _run(
     *,
     max_concurrent: int,
     resume: bool,
-    executor: str | Executor,
+    executor: ExecutorKind | Executor,
     workers: int | None,
     progress_enabled: bool,
     chunk_size: int | None = None,
@@ -242,7 +242,7 @@ def run_batch_command(
     *,
     max_concurrent: int,
     resume: bool,
-    executor: str | Executor,
+    executor: ExecutorKind | Executor,
     workers: int | None,
     progress: bool,
     chunk_size: int | None = None,
