@@ -36,7 +36,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from pocketbatch._errors import LoadError, MissingExtraError, PocketbatchError
+from pocketbatch._errors import PocketbatchError
 from pocketbatch.cli import _batch, _flows, _remote
 from pocketbatch.cli._common import EXIT_USAGE, UsageError
 from pocketbatch.cli._parser import build_parser
@@ -72,15 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as exc:
         print(f"pocketbatch: server error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except LoadError as exc:
-        print(f"pocketbatch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MissingExtraError as exc:
-        print(f"pocketbatch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except UsageError as exc:
-        print(f"pocketbatch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PocketbatchError as exc:  # e.g. an executor that cannot start
+    except (UsageError, PocketbatchError) as exc:
+        # bad usage, a flow that does not load, a missing extra, an executor that cannot start
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE

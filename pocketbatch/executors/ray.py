@@ -45,8 +45,8 @@ from typing import Any, Self
 
 from pocketbatch._errors import MissingExtraError, PocketbatchError
 from pocketbatch._result import FlowResult
-from pocketbatch.batch._executors import BatchFlow, ExecutorSpec, flow_runner
-from pocketbatch.core import Observer
+from pocketbatch.batch._executors import BatchFlow, ExecutorSpec, Runner, flow_runner
+from pocketbatch.core import BaseNode, Observer
 from pocketbatch.loader import FlowRecipe, LoadedFlow
 
 __all__ = ("RayExecutor", "RayPool", "RaySession", "ray_executor")
@@ -89,7 +89,9 @@ def stop_ray(ray: Any) -> None:
     ray.shutdown()
 
 
-def connect_ray(ray: Any, address: str | None, runtime_env: Any = None) -> bool:
+def connect_ray(
+    ray: Any, address: str | None, runtime_env: Mapping[str, Any] | None = None
+) -> bool:
     """Start or join Ray unless this process is connected already; whether it connected.
 
     ``address`` is ``None`` (join the local instance running, or start one) or
@@ -112,7 +114,7 @@ def connect_ray(ray: Any, address: str | None, runtime_env: Any = None) -> bool:
     return True
 
 
-def _check_shippable(source: Any) -> None:
+def _check_shippable(source: FlowRecipe | BaseNode) -> None:
     """Raise :class:`~pocketbatch.PocketbatchError` naming what cannot travel to a worker.
 
     Ray pickles the flow (with cloudpickle) to send it to each worker: a registered
@@ -171,10 +173,10 @@ class _FlowActor:
     def __init__(self) -> None:
         from collections import OrderedDict
 
-        self._runners: OrderedDict[str, Any] = OrderedDict()
+        self._runners: OrderedDict[str, Runner] = OrderedDict()
         self._loop = asyncio.new_event_loop()
 
-    def load(self, key: str, source: Any) -> bool:
+    def load(self, key: str, source: FlowRecipe | BaseNode) -> bool:
         if key in self._runners:
             self._runners.move_to_end(key)
             return True
@@ -353,7 +355,7 @@ class RayExecutor:
         if self._flow is None:
             self._flow = flow
 
-    def _source(self) -> Any:
+    def _source(self) -> FlowRecipe | BaseNode:
         from dataclasses import replace
 
         flow = self._flow
