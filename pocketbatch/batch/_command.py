@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pocketbatch.batch._executors import Executor, make_executor
+from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
 from pocketbatch.batch._identity import FlowIdentity
 from pocketbatch.batch._jsonl import JsonlWriter, Resumed, record, resume_state
 from pocketbatch.batch._lines import count_inputs, read_inputs
@@ -85,7 +85,7 @@ class _Options:
 
     max_concurrent: int
     resume: bool
-    executor: str | Executor
+    executor: ExecutorKind | Executor
     workers: int | None
     progress: bool
     chunk_size: int | None
@@ -135,7 +135,7 @@ async def _run(
     writer: JsonlWriter | None = None
     fingerprint: Fingerprint | None = None
     runner = make_executor(
-        options.executor,  # type: ignore[arg-type]
+        options.executor,
         flow,
         max_workers=options.workers,
         chunk_size=options.chunk_size,
@@ -222,7 +222,7 @@ def run_batch_command(
     *,
     max_concurrent: int,
     resume: bool,
-    executor: str | Executor,
+    executor: ExecutorKind | Executor,
     workers: int | None,
     progress: bool,
     chunk_size: int | None = None,

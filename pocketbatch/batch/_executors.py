@@ -12,26 +12,46 @@ others (a Ray executor) to be added without touching the runner:
   each worker loads the flow once (not once per item), and a worker that dies
   fails only the items it was running: the pool is rebuilt and the others retried.
 
-A *flow* is a loaded flow file (:class:`~pocketbatch.LoadedFlow`), or any core
-flow or node: its input is placed in the shared store under ``"input"`` and its
-result read from ``"output"`` (see :func:`flow_runner`).
+A third, ``"ray"`` (:class:`~pocketbatch.executors.ray.RayExecutor`), lives in the
+layer above (``pocketbatch.executors``): this module names it by module path in
+:data:`_FACTORIES_ELSEWHERE` and imports it only when asked for, so the batch layer
+does not depend on it.
+
+Which executor, and how it is set up, is an :class:`ExecutorSpec`, parsed once from
+the name the CLI, the Python API and the server all take (``"async"``,
+``"process"``, ``"ray"``, ``"ray://HOST:PORT"``); :func:`make_executor` builds the
+executor for a spec (or a name) and a flow.
+
+A *flow* (:data:`BatchFlow`) is a loaded flow file (:class:`~pocketbatch.LoadedFlow`),
+or any core flow or node: its input is placed in the shared store under ``"input"``
+and its result read from ``"output"`` (see :func:`flow_runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol, Self
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, TypeGuard, cast
 
 from pocketbatch._result import FlowResult
 from pocketbatch.core import AsyncNode, BaseNode, Observer
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pocketbatch.loader import FlowRecipe, LoadedFlow
 
 __all__ = (
     "INPUT_KEY",
     "OUTPUT_KEY",
     "AsyncExecutor",
+    "BatchFlow",
     "Executor",
+    "ExecutorKind",
+    "ExecutorSpec",
     "ProcessExecutor",
     "flow_runner",
     "make_executor",
@@ -42,7 +62,8 @@ INPUT_KEY = "input"
 OUTPUT_KEY = "output"
 """Where a core flow leaves an item's result in its shared store."""
 
-ExecutorKind = Literal["async", "process"]
+BatchFlow: TypeAlias = "LoadedFlow | BaseNode"
+"""What a batch runs: a loaded flow file, or a core flow or node."""
 Runner = Callable[[Any], Awaitable["FlowResult"]]
 
 
@@ -67,7 +88,14 @@ class Executor(Protocol):
     async def run(self, index: int, item: Any) -> FlowResult: ...
 
 
-def flow_runner(flow: Any, *, observer: Observer | None = None) -> Runner:
+class UnboundExecutor(Executor, Protocol):
+    """An executor made without its flow (``RayExecutor(address=...)``): the runner
+    binds the batch's flow to it before entering it."""
+
+    def bind(self, flow: BatchFlow) -> None: ...
+
+
+def flow_runner(flow: BatchFlow, *, observer: Observer | None = None) -> Runner:
     """``async run(item) -> FlowResult`` for a loaded flow file or a core flow/node.
 
     For a core flow, each item runs on a fresh shared store ``{"input": item}``
@@ -95,10 +123,7 @@ def flow_runner(flow: Any, *, observer: Observer | None = None) -> Runner:
 
         return run_loaded
     if not isinstance(flow, BaseNode):
-        raise TypeError(
-            "a batch runs a LoadedFlow (pocketbatch.load_flow) or a core Flow/AsyncFlow/node, "
-            f"got {type(flow).__name__}"
-        )
+        raise _not_a_flow(flow)
     core = flow
 
     async def run_core(item: Any) -> FlowResult:
@@ -125,7 +150,7 @@ class AsyncExecutor:
         observer: receives the flows' events (steps, retries) for every item.
     """
 
-    def __init__(self, flow: Any, *, observer: Observer | None = None) -> None:
+    def __init__(self, flow: BatchFlow, *, observer: Observer | None = None) -> None:
         self._run = flow_runner(flow, observer=observer)
 
     async def __aenter__(self) -> Self:
@@ -150,7 +175,7 @@ _worker_run: Runner | None = None
 _worker_loop: asyncio.AbstractEventLoop | None = None
 
 
-def _init_worker(source: Any) -> None:
+def _init_worker(source: FlowRecipe | BaseNode) -> None:
     global _worker_run, _worker_loop
     import signal
 
@@ -191,24 +216,26 @@ class ProcessExecutor:
         max_workers: processes (default: the number of CPUs).
     """
 
-    def __init__(self, flow: Any, *, max_workers: int | None = None) -> None:
+    def __init__(self, flow: BatchFlow, *, max_workers: int | None = None) -> None:
         from pocketbatch.loader import LoadedFlow
 
+        self._source: FlowRecipe | BaseNode
         if isinstance(flow, LoadedFlow):
             if flow.recipe is None:
                 raise ValueError("the process executor needs a flow from pocketbatch.load_flow")
-            self._source: Any = flow.recipe
+            self._source = flow.recipe
         else:
             flow_runner(flow)  # type check
             self._source = flow
         self.max_workers = max_workers or os.cpu_count() or 1
-        self._pool: Any = None
-        self._solo: Any = None  # one process, for items suspected of killing workers
+        self._pool: ProcessPoolExecutor | None = None
+        # one process, for items suspected of killing workers
+        self._solo: ProcessPoolExecutor | None = None
         self._generation = 0
         self._rebuild = asyncio.Lock()
         self._solo_lock = asyncio.Lock()
 
-    def _new_pool(self, workers: int) -> Any:
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(self._source,))
@@ -237,7 +264,8 @@ class ProcessExecutor:
                 if generation == self._generation:  # the first to notice rebuilds
                     old, self._pool = self._pool, self._new_pool(self.max_workers)
                     self._generation += 1
-                    old.shutdown(wait=False, cancel_futures=True)
+                    if old is not None:
+                        old.shutdown(wait=False, cancel_futures=True)
         except Exception as exc:  # the item or its result does not pickle
             return FlowResult.failed("COMPONENT_FAILED", f"{type(exc).__name__}: {exc}")
         return await self._run_alone(item)
@@ -267,9 +295,147 @@ class ProcessExecutor:
         return f"ProcessExecutor(max_workers={self.max_workers})"
 
 
+# -- which executor ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Which executor runs a batch, and how it is set up; see :meth:`parse`.
+
+    Args:
+        kind: ``"async"``, ``"process"`` or ``"ray"``.
+        address: for ``"ray"``: ``"ray://HOST:PORT"`` (a cluster, through Ray
+            Client), or ``None`` (start or join a local Ray instance).
+        workers: processes for ``"process"``; for ``"ray"``, the actors of a pool
+            the server's batches share (default: one per CPU).
+        chunk_size: items per call to a Ray worker (default 16).
+        runtime_env: Ray's ``runtime_env`` for the batch's Ray job (``"ray"`` only).
+
+    Example:
+        >>> spec = ExecutorSpec.parse("ray://head:10001", chunk_size=32)
+        >>> spec.kind, spec.address, spec.chunk_size
+        ('ray', 'ray://head:10001', 32)
+        >>> spec.name
+        'ray://head:10001'
+    """
+
+    kind: Literal["async", "process", "ray"]
+    address: str | None = None
+    workers: int | None = None
+    chunk_size: int | None = None
+    runtime_env: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime_env is not None and self.kind != "ray":
+            raise ValueError(f"runtime_env is for the ray executor, not {self.name!r}")
+
+    @classmethod
+    def parse(
+        cls,
+        name: str,
+        *,
+        workers: int | None = None,
+        chunk_size: int | None = None,
+        runtime_env: Mapping[str, Any] | None = None,
+    ) -> ExecutorSpec:
+        """The spec for an executor name: ``"async"``, ``"process"``, ``"ray"`` or
+        ``"ray://HOST:PORT"``.
+
+        Raises:
+            ValueError: an unknown name, or ``runtime_env`` for an executor not Ray.
+
+        Example:
+            >>> ExecutorSpec.parse("process", workers=4).workers
+            4
+            >>> ExecutorSpec.parse("fiber")
+            Traceback (most recent call last):
+            ...
+            ValueError: executor must be 'async', 'process', 'ray' or 'ray://HOST:PORT', got 'fiber'
+        """
+        options: dict[str, Any] = {
+            "workers": workers,
+            "chunk_size": chunk_size,
+            "runtime_env": runtime_env,
+        }
+        if name in ("async", "process", "ray"):
+            return cls(cast(Literal["async", "process", "ray"], name), **options)
+        if isinstance(name, str) and name.startswith("ray://"):
+            return cls("ray", address=name, **options)
+        raise ValueError(
+            f"executor must be 'async', 'process', 'ray' or 'ray://HOST:PORT', got {name!r}"
+        )
+
+    @property
+    def name(self) -> str:
+        """The name this spec is parsed from (``"ray://HOST:PORT"`` for a cluster)."""
+        return self.address if self.kind == "ray" and self.address else self.kind
+
+    def with_options(
+        self,
+        *,
+        workers: int | None = None,
+        chunk_size: int | None = None,
+        runtime_env: Mapping[str, Any] | None = None,
+    ) -> ExecutorSpec:
+        """This spec with the options given (those left ``None`` keep their value)."""
+        return replace(
+            self,
+            workers=self.workers if workers is None else workers,
+            chunk_size=self.chunk_size if chunk_size is None else chunk_size,
+            runtime_env=self.runtime_env if runtime_env is None else runtime_env,
+        )
+
+
+ExecutorKind: TypeAlias = "str | ExecutorSpec"
+"""An executor by name (``"async"``, ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``) or spec."""
+
+ExecutorFactory = Callable[[ExecutorSpec, "BatchFlow | None", "Observer | None"], Executor]
+"""Makes the executor of a spec for a flow (``None``: bound later, by the runner)."""
+
+
+def _async_executor(
+    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+) -> Executor:
+    return AsyncExecutor(_needs(flow), observer=observer)
+
+
+def _process_executor(
+    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+) -> Executor:
+    return ProcessExecutor(_needs(flow), max_workers=spec.workers)
+
+
+def _needs(flow: BatchFlow | None) -> BatchFlow:
+    if flow is None:
+        raise _not_a_flow(flow)
+    return flow
+
+
+def _not_a_flow(flow: object) -> TypeError:
+    return TypeError(
+        "a batch runs a LoadedFlow (pocketbatch.load_flow) or a core Flow/AsyncFlow/node, "
+        f"got {type(flow).__name__}"
+    )
+
+
+_FACTORIES: dict[str, ExecutorFactory] = {"async": _async_executor, "process": _process_executor}
+
+_FACTORIES_ELSEWHERE = {"ray": ("pocketbatch.executors.ray", "ray_executor")}
+"""Executors of the layer above, by kind: (module, factory), imported only when used."""
+
+
+def _factory(kind: str) -> ExecutorFactory:
+    found = _FACTORIES.get(kind)
+    if found is not None:
+        return found
+    module, name = _FACTORIES_ELSEWHERE[kind]
+    factory: ExecutorFactory = getattr(importlib.import_module(module), name)
+    return factory
+
+
 def make_executor(
     kind: ExecutorKind | Executor,
-    flow: Any,
+    flow: BatchFlow | None,
     *,
     max_workers: int | None = None,
     observer: Observer | None = None,
@@ -277,36 +443,27 @@ def make_executor(
     runtime_env: Mapping[str, Any] | None = None,
 ) -> Executor:
     """The executor for ``kind`` (``"async"``, ``"process"``, ``"ray"``,
-    ``"ray://HOST:PORT"``, or one you made). ``chunk_size`` and ``runtime_env`` are
-    the ray executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`).
+    ``"ray://HOST:PORT"``, an :class:`ExecutorSpec`, or one you made). The options
+    given override the spec's; ``chunk_size`` and ``runtime_env`` are the ray
+    executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`).
 
     Example:
         >>> from pocketbatch import load_flow
         >>> make_executor("async", load_flow("output: 1\\n"))
         AsyncExecutor()
     """
-    name: str = kind if isinstance(kind, str) else ""
-    ray = name == "ray" or name.startswith("ray://")
-    if runtime_env is not None and not ray:
+    if isinstance(kind, str | ExecutorSpec):
+        spec = kind if isinstance(kind, ExecutorSpec) else ExecutorSpec.parse(kind)
+        spec = spec.with_options(
+            workers=max_workers, chunk_size=chunk_size, runtime_env=runtime_env
+        )
+        return _factory(spec.kind)(spec, flow, observer)
+    if runtime_env is not None:
         raise ValueError(f"runtime_env is for the ray executor, not {kind!r}")
-    if kind == "async":
-        return AsyncExecutor(flow, observer=observer)
-    if kind == "process":
-        return ProcessExecutor(flow, max_workers=max_workers)
-    if ray:
-        from pocketbatch.executors.ray import RayExecutor
-
-        return RayExecutor(
-            flow,
-            address=None if name == "ray" else name,
-            chunk_size=chunk_size or 16,
-            runtime_env=runtime_env,
-        )
-    if isinstance(kind, str):
-        raise ValueError(
-            f"executor must be 'async', 'process', 'ray' or 'ray://HOST:PORT', got {kind!r}"
-        )
-    bind = getattr(kind, "bind", None)
-    if callable(bind):
-        bind(flow)  # an executor made without its flow (RayExecutor(address=...))
+    if flow is not None and _is_unbound(kind):
+        kind.bind(flow)  # an executor made without its flow (RayExecutor(address=...))
     return kind
+
+
+def _is_unbound(executor: Executor) -> TypeGuard[UnboundExecutor]:
+    return callable(getattr(executor, "bind", None))

@@ -24,6 +24,9 @@ same records with ``--executor ray`` as with ``--executor async``. It:
   has one queued. A chunk's items run concurrently inside the actor;
 * bounds items in flight through the runner (``--max-concurrent``).
 
+:class:`RaySession` is what ``pocketbatch serve --executor ray`` holds for its life:
+one Ray connection, and one :class:`RayPool` its batches' executors share.
+
 Retry policy when a worker dies (SIGKILL, OOM, a crash): Ray restarts the actor
 (which loads the flow again), and each item of the chunk it held runs again on a
 separate worker, alone and one at a time; an item that kills that worker too fails
@@ -33,6 +36,8 @@ with ``WORKER_CRASHED``. Nothing else in the batch is affected.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
@@ -40,8 +45,11 @@ from typing import Any, Self
 
 from pocketbatch._errors import MissingExtraError, PocketbatchError
 from pocketbatch._result import FlowResult
+from pocketbatch.batch._executors import BatchFlow, ExecutorSpec, Runner, flow_runner
+from pocketbatch.core import BaseNode, Observer
+from pocketbatch.loader import FlowRecipe, LoadedFlow
 
-__all__ = ("RayExecutor", "RayPool")
+__all__ = ("RayExecutor", "RayPool", "RaySession", "ray_executor")
 
 _FLOWS_KEPT = 32  # flows an actor keeps loaded (the server's batches each bring one)
 
@@ -81,7 +89,9 @@ def stop_ray(ray: Any) -> None:
     ray.shutdown()
 
 
-def connect_ray(ray: Any, address: str | None, runtime_env: Any = None) -> bool:
+def connect_ray(
+    ray: Any, address: str | None, runtime_env: Mapping[str, Any] | None = None
+) -> bool:
     """Start or join Ray unless this process is connected already; whether it connected.
 
     ``address`` is ``None`` (join the local instance running, or start one) or
@@ -104,7 +114,7 @@ def connect_ray(ray: Any, address: str | None, runtime_env: Any = None) -> bool:
     return True
 
 
-def _check_shippable(source: Any) -> None:
+def _check_shippable(source: FlowRecipe | BaseNode) -> None:
     """Raise :class:`~pocketbatch.PocketbatchError` naming what cannot travel to a worker.
 
     Ray pickles the flow (with cloudpickle) to send it to each worker: a registered
@@ -163,16 +173,13 @@ class _FlowActor:
     def __init__(self) -> None:
         from collections import OrderedDict
 
-        self._runners: OrderedDict[str, Any] = OrderedDict()
+        self._runners: OrderedDict[str, Runner] = OrderedDict()
         self._loop = asyncio.new_event_loop()
 
-    def load(self, key: str, source: Any) -> bool:
+    def load(self, key: str, source: FlowRecipe | BaseNode) -> bool:
         if key in self._runners:
             self._runners.move_to_end(key)
             return True
-        from pocketbatch.batch._executors import flow_runner
-        from pocketbatch.loader import FlowRecipe
-
         flow = source.load() if isinstance(source, FlowRecipe) else source
         self._runners[key] = flow_runner(flow)
         while len(self._runners) > _FLOWS_KEPT:
@@ -305,7 +312,7 @@ class RayExecutor:
 
     def __init__(
         self,
-        flow: Any = None,
+        flow: BatchFlow | None = None,
         *,
         address: str | None = None,
         chunk_size: int = 16,
@@ -343,15 +350,13 @@ class RayExecutor:
         ] = {}
         self._sent = 0
 
-    def bind(self, flow: Any) -> None:
+    def bind(self, flow: BatchFlow) -> None:
         """Set the flow to run (the runner calls this with the batch's flow)."""
         if self._flow is None:
             self._flow = flow
 
-    def _source(self) -> Any:
+    def _source(self) -> FlowRecipe | BaseNode:
         from dataclasses import replace
-
-        from pocketbatch.loader import LoadedFlow
 
         flow = self._flow
         if flow is None:
@@ -530,3 +535,52 @@ class RayExecutor:
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r}, chunk_size={self.chunk_size})"
+
+
+def ray_executor(
+    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+) -> RayExecutor:
+    """The executor for ``spec`` (kind ``"ray"``): what
+    :func:`~pocketbatch.batch.make_executor` makes for ``"ray"`` and ``"ray://HOST:PORT"``.
+
+    Its ``workers`` are not used: the executor starts one actor per CPU of the
+    cluster (``workers`` sizes a :class:`RaySession`'s shared pool)."""
+    return RayExecutor(
+        flow, address=spec.address, chunk_size=spec.chunk_size or 16, runtime_env=spec.runtime_env
+    )
+
+
+class RaySession:
+    """One Ray connection and one :class:`RayPool` for a process's life, shared by
+    the executors of its batches (``pocketbatch serve --executor ray``).
+
+    A batch's executor must not shut Ray down under the other batches when it
+    finishes, and each batch with actors of its own would wait for CPUs the others
+    hold: so the session connects once (``spec.address``), starts ``spec.workers``
+    actors (default: one per CPU of the cluster), and :meth:`executor` gives each
+    batch an executor on them. ``ray.init()`` puts its own SIGTERM handler
+    (``sys.exit``) in place of the process's: the session keeps the process's.
+    Make it in the event loop that will use it; :meth:`close` it at the end.
+    """
+
+    def __init__(self, spec: ExecutorSpec) -> None:
+        self._ray = _import_ray()
+        self._chunk_size = spec.chunk_size or 16
+        on_sigterm = signal.getsignal(signal.SIGTERM)
+        self._owns_ray = connect_ray(self._ray, spec.address)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
+        self.pool: RayPool | None = RayPool(spec.workers)
+
+    def executor(self, flow: LoadedFlow) -> RayExecutor:
+        """An executor for one batch, on the session's actors."""
+        return RayExecutor(flow, pool=self.pool, chunk_size=self._chunk_size)
+
+    def close(self) -> None:
+        """Stop the actors, and Ray if the session started or joined it."""
+        if self.pool is not None:
+            self.pool.kill()
+            self.pool = None
+        if self._owns_ray:
+            self._owns_ray = False
+            stop_ray(self._ray)

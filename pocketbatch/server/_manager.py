@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import threading
 import uuid
 from collections import OrderedDict
@@ -29,10 +28,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from pocketbatch._result import FlowResult
-from pocketbatch.batch._executors import Executor, make_executor
+from pocketbatch.batch._executors import Executor, ExecutorSpec
 from pocketbatch.batch._jsonl import encode_record, record
 from pocketbatch.batch._lines import InputProblem, Line, parse_line, run_input
 from pocketbatch.batch._runner import stream_results
+from pocketbatch.executors import SharedExecutors, open_shared_executors
 from pocketbatch.server._store import Store
 
 if TYPE_CHECKING:
@@ -100,6 +100,10 @@ class BatchManager:
         load: compiles a flow text into a :class:`~pocketbatch.LoadedFlow` (with the
             server's components and restrictions); raises ``LoadError``.
         max_concurrent: items in flight across all batches.
+        executor: where items run (``"async"``, ``"process"``, ``"ray"``,
+            ``"ray://HOST:PORT"``, or a spec).
+        max_workers: processes per batch (process), or the Ray actors all
+            batches share (ray).
     """
 
     def __init__(
@@ -108,11 +112,12 @@ class BatchManager:
         load: Callable[[str], LoadedFlow],
         *,
         max_concurrent: int = 64,
-        executor: str = "async",
+        executor: str | ExecutorSpec = "async",
         max_workers: int | None = None,
     ) -> None:
         self.store = store
-        self.executor = executor
+        spec = executor if isinstance(executor, ExecutorSpec) else ExecutorSpec.parse(executor)
+        self.executor = spec.with_options(workers=max_workers)
         self.max_workers = max_workers
         self.in_flight: dict[str, int] = {}  # items running now, by batch
         self._load_text = load
@@ -123,8 +128,7 @@ class BatchManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._closing = False
-        self._owns_ray = False
-        self._ray_pool: Any = None  # with --executor ray: the actors all batches share
+        self._executors: SharedExecutors | None = None  # e.g. a Ray connection and actors
 
     def load(self, flow_text: str) -> LoadedFlow:
         """The compiled flow for ``flow_text`` (cached for the most recent 64).
@@ -147,21 +151,9 @@ class BatchManager:
     async def start(self) -> None:
         """Resume every batch the store still has running."""
         self._slots = asyncio.Semaphore(self.max_concurrent)
-        if self.executor == "ray" or self.executor.startswith("ray://"):
-            # One Ray connection for the server's life: a batch's executor must not
-            # shut Ray down under the other batches when it finishes.
-            from pocketbatch.executors.ray import RayPool, _import_ray, connect_ray
-
-            address = None if self.executor == "ray" else self.executor
-            # ray.init() puts its own SIGTERM handler (sys.exit) in place of the
-            # server's graceful one: keep the server's.
-            on_sigterm = signal.getsignal(signal.SIGTERM)
-            self._owns_ray = connect_ray(_import_ray(), address)
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, on_sigterm)
-            # One set of actors for all batches, so running batches share the cluster
-            # (each batch with actors of its own would wait for CPUs the others hold).
-            self._ray_pool = RayPool(self.max_workers)
+        # For the server's life: with Ray, one connection and one set of actors
+        # all batches share (keeping the server's SIGTERM handler).
+        self._executors = open_shared_executors(self.executor)
         for batch_id in self.store.unfinished():
             self._launch(batch_id)
 
@@ -191,6 +183,7 @@ class BatchManager:
 
     async def _run(self, batch_id: str) -> None:
         assert self._slots is not None
+        assert self._executors is not None
         row = self.store.get_batch(batch_id)
         assert row is not None
         pending: list[tuple[str, int, bool, bytes]] = []
@@ -199,12 +192,7 @@ class BatchManager:
         status = "completed"
         try:
             flow = await asyncio.to_thread(self.load, row.flow)  # off the event loop
-            if self._ray_pool is not None:
-                from pocketbatch.executors.ray import RayExecutor
-
-                inner: Executor = RayExecutor(flow, pool=self._ray_pool)
-            else:
-                inner = make_executor(self.executor, flow, max_workers=self.max_workers)  # type: ignore[arg-type]
+            inner = self._executors.executor(flow)
             executor = _BatchExecutor(inner, self._slots, self.in_flight, batch_id)
             items = (
                 _Indexed(index, _decode_line(blob))
@@ -298,15 +286,9 @@ class BatchManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._ray_pool is not None:
-            self._ray_pool.kill()
-            self._ray_pool = None
-        if self._owns_ray:
-            import ray
-
-            from pocketbatch.executors.ray import stop_ray
-
-            stop_ray(ray)
+        if self._executors is not None:
+            self._executors.close()
+            self._executors = None
 
     def running(self, batch_id: str) -> bool:
         return batch_id in self._tasks

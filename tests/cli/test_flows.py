@@ -28,8 +28,8 @@ import pytest
 
 from pocketbatch.cli import main
 
-DATA = Path(__file__).parent / "cli_data"
-REPO = Path(__file__).parent.parent
+DATA = Path(__file__).parent.parent / "cli_data"
+REPO = Path(__file__).parent.parent.parent
 
 GREET = DATA / "greet.yaml"
 LOOP = DATA / "review_loop.yaml"

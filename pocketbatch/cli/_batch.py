@@ -1,0 +1,55 @@
+"""``pocketbatch run-batch``: a flow over every line of a JSONL file (see
+:mod:`pocketbatch.batch._command`, which runs it once the arguments are checked)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pocketbatch.cli._common import UsageError, load_flow_from
+
+if TYPE_CHECKING:
+    from pocketbatch.batch._executors import ExecutorSpec
+
+__all__ = ("run_batch",)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from pocketbatch.batch._command import run_batch_command
+    from pocketbatch.batch._jsonl import ResumeError
+
+    inputs = Path(args.inputs)
+    if not inputs.is_file():
+        raise UsageError(f"--inputs {args.inputs}: no such file")
+    if args.resume and not args.output:
+        raise UsageError("--resume needs --output: the file to continue")
+    if args.force and not args.resume:
+        raise UsageError("--force only applies with --resume")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.resolve() == inputs.resolve():
+        raise UsageError("--output must not be the --inputs file")
+    executor: ExecutorSpec = args.executor  # parsed by the parser
+    if args.ray_working_dir is not None:
+        if not Path(args.ray_working_dir).is_dir():
+            raise UsageError(f"--ray-working-dir {args.ray_working_dir}: no such directory")
+        try:
+            executor = executor.with_options(runtime_env={"working_dir": args.ray_working_dir})
+        except ValueError:
+            raise UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT") from None
+    flow = load_flow_from(args)
+    try:
+        return run_batch_command(
+            flow,
+            inputs,
+            output,
+            max_concurrent=args.max_concurrent,
+            resume=args.resume,
+            executor=executor,
+            workers=args.workers,
+            progress=not args.no_progress,
+            chunk_size=args.chunk_size,
+            force=args.force,
+        )
+    except ResumeError as exc:
+        raise UsageError(str(exc)) from None

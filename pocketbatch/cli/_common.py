@@ -1,0 +1,81 @@
+"""What the ``pocketbatch`` commands share: exit codes, the usage error, reading
+``--var`` values and a flow file's options, and printing JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pocketbatch.loader import LoadedFlow
+
+__all__ = (
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "check_finite",
+    "dump_json",
+    "load_flow_from",
+    "parse_variables",
+    "strict_json",
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage the parser cannot see: printed as ``pocketbatch: ...``, exit 2."""
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` without Python's NaN/Infinity extensions (they are not JSON)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def check_finite(value: Any, what: str) -> Any:
+    """Refuse NaN and infinities (which YAML can spell), so output stays JSON."""
+    from pocketbatch.batch._jsonl import non_finite
+
+    if non_finite(value):
+        raise UsageError(f"{what} holds NaN or Infinity, which JSON cannot represent")
+    return value
+
+
+def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--var takes NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = strict_json(raw)
+        except ValueError:
+            if raw.strip() in ("NaN", "Infinity", "-Infinity"):
+                raise UsageError(f"--var {name}: {raw} is not valid JSON") from None
+            out[name] = raw
+    return out
+
+
+def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
+    from pocketbatch.loader import load_flow
+
+    return load_flow(
+        Path(args.flow),
+        config=args.config,
+        variables=parse_variables(args.var),
+        allow_python_imports=not args.no_python_imports,
+    )
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+    )

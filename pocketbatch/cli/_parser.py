@@ -1,0 +1,308 @@
+"""The ``pocketbatch`` argument parser: every command, its flags and their help, and
+the argument types that check flag values (exit 2 with argparse's usage line)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+from pocketbatch.cli._common import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from pocketbatch.batch._executors import ExecutorSpec
+
+__all__ = ("build_parser",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pocketbatch",
+        description="Run PocketFlow-style and Stepflow-format flows over many inputs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def flow_options(cmd: argparse.ArgumentParser, *, positional: bool) -> None:
+        if positional:
+            cmd.add_argument("flow", help="the flow file (YAML or JSON)")
+        else:
+            cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
+        cmd.add_argument(
+            "--config",
+            help="a pocketbatch.yaml or Stepflow stepflow-config.yml "
+            "(default: one beside the flow)",
+        )
+        cmd.add_argument(
+            "--var",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a run variable; VALUE is parsed as JSON when it can be (repeatable)",
+        )
+        cmd.add_argument(
+            "--no-python-imports",
+            action="store_true",
+            help="refuse /python/<module>.<function> components",
+        )
+
+    batch = sub.add_parser(
+        "run-batch",
+        help="run a flow over every line of a JSONL file, writing one JSON line per input",
+        epilog="exit codes: 0 all succeeded, 1 some items failed, 2 usage or load error, "
+        "3 no space left writing the output (free space, then rerun with --resume), "
+        "130 interrupted (rerun with --resume)",
+    )
+    flow_options(batch, positional=False)
+    batch.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
+    batch.add_argument("--output", help="where the results go (default: stdout)")
+    batch.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="inputs in flight at once (default 16)",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted batch: keep the records --output has, run the rest",
+    )
+    batch.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though the flow, its config or the inputs "
+        "changed since the first run (the output then mixes records of both)",
+    )
+    batch.add_argument(
+        "--executor",
+        type=_executor_kind,
+        default="async",
+        metavar="async|process|ray|ray://HOST:PORT",
+        help="where items run: this process (async, default), a process pool, "
+        "a local Ray instance, or a Ray cluster",
+    )
+    batch.add_argument(
+        "--chunk-size",
+        type=_positive,
+        metavar="N",
+        help="items per call to a Ray worker (default 16)",
+    )
+    batch.add_argument(
+        "--ray-working-dir",
+        metavar="DIR",
+        help="with --executor ray: ship DIR to the Ray workers (Ray's runtime_env "
+        "working_dir); the flow, config and /python/ modules inside it are read from "
+        "the workers' copy",
+    )
+    batch.add_argument(
+        "--workers", type=_positive, metavar="N", help="processes for --executor process"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+
+    serve = sub.add_parser("serve", help="serve batches over HTTP (needs the server extra)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7837, help="port (7837)")
+    serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
+    serve.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
+    )
+    serve.add_argument("--config", help="components for submitted flows: a pocketbatch.yaml")
+    serve.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let submitted flows use /python/MODULE.function (repeatable)",
+    )
+    serve.add_argument(
+        "--data-dir", default=".", help="the folder /builtin/load_file may read (default: .)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        type=_allow_host,
+        metavar="HOST[:PORT]",
+        help="let submitted flows' /http/request and /builtin/openai connect to HOST (a name, "
+        "or an address however spelled; [IPv6]:PORT) on PORT, or any port; by default "
+        "loopback, link-local, private and other non-public addresses are refused, checked "
+        "after DNS resolution (repeatable)",
+    )
+    serve.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        type=_allow_network,
+        metavar="CIDR",
+        help="let submitted flows connect to any address in CIDR, e.g. 10.0.0.0/8 "
+        "(repeatable). The server's OPENAI_API_KEY goes only to OPENAI_BASE_URL (or "
+        "https://api.openai.com/v1), never to a base_url a flow chooses",
+    )
+    serve.add_argument(
+        "--executor",
+        type=_executor_kind,
+        default="async",
+        metavar="async|process|ray|ray://HOST:PORT",
+        help="where items run: the server's event loop (async), a process pool per batch, or Ray",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="processes per batch (process), or Ray actors all batches share "
+        "(ray; default: one per CPU of the cluster)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=64,
+        metavar="N",
+        help="items in flight across all batches (64)",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=256 * 1024 * 1024,
+        metavar="N",
+        help="largest request body; counted while it streams in, 413 beyond (256 MiB)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers; then it is cut off (10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds a request body may go without a byte; then it is cut off (60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="connections open at once; one more gets 503 (1000, kept below the open-file limit)",
+    )
+
+    _client_parsers(sub)
+
+    run = sub.add_parser("run", help="run a flow once and print its result as JSON")
+    flow_options(run, positional=False)
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="the input, as JSON")
+    source.add_argument("--input-file", help="a JSON (or YAML) file holding the input; - for stdin")
+
+    for name, text in (
+        ("validate", "check a flow file and its components without running it"),
+        ("visualize", "print a flow as a Mermaid flowchart"),
+        ("test", "run the flow file's test.cases"),
+    ):
+        flow_options(sub.add_parser(name, help=text), positional=True)
+    return parser
+
+
+def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    def common(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--url",
+            required=True,
+            help="the server's base URL, with or without /api/v1 (http://127.0.0.1:7837)",
+        )
+        cmd.add_argument("--token", help="the server's bearer token (or POCKETBATCH_TOKEN)")
+
+    def records(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--output", help="where the records go (default: stdout)")
+        cmd.add_argument(
+            "--wait", action="store_true", help="wait for the batch to finish, then its records"
+        )
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+
+    submit = sub.add_parser("submit-batch", help="submit a batch to a pocketbatch server")
+    common(submit)
+    submit.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
+    submit.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
+    submit.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="inputs of this batch in flight at once (default 16)",
+    )
+    records(submit)
+
+    get = sub.add_parser(
+        "get-batch", help="a remote batch's status, or (--wait/--output) its records"
+    )
+    common(get)
+    get.add_argument("--batch-id", required=True, help="the id submit-batch printed")
+    records(get)
+
+    listing = sub.add_parser("list-batches", help="the server's batches, newest first (JSON)")
+    common(listing)
+    listing.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N (50)")
+    listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N (0)")
+
+    cancel = sub.add_parser("cancel-batch", help="cancel a running remote batch")
+    common(cancel)
+    cancel.add_argument("--batch-id", required=True, help="the batch to cancel")
+
+
+def _executor_kind(text: str) -> ExecutorSpec:
+    from pocketbatch.batch._executors import ExecutorSpec
+
+    try:
+        return ExecutorSpec.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected async, process, ray or ray://HOST:PORT, got {text!r}"
+        ) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _allow_host(text: str) -> str:
+    from pocketbatch.loader._network import HostRule
+
+    try:
+        HostRule.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _allow_network(text: str) -> str:
+    from pocketbatch.loader._network import parse_network
+
+    try:
+        parse_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value

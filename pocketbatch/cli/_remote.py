@@ -1,0 +1,159 @@
+"""``pocketbatch serve``, and the commands that talk to a server: ``submit-batch``,
+``get-batch``, ``list-batches`` and ``cancel-batch``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, dump_json
+
+if TYPE_CHECKING:
+    from pocketbatch.client import Client
+
+__all__ = ("cancel_batch", "get_batch", "list_batches", "serve", "submit_batch")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import os
+
+    from pocketbatch.server._app import Limits, ServerSettings
+    from pocketbatch.server._serve import serve as serve_http
+
+    settings = ServerSettings(
+        db=Path(args.db),
+        token=args.token or os.environ.get("POCKETBATCH_TOKEN") or None,
+        config=Path(args.config) if args.config else None,
+        allow_modules=frozenset(args.allow_module),
+        data_dir=Path(args.data_dir).resolve(),
+        max_concurrent=args.max_concurrent,
+        executor=args.executor.name,  # an ExecutorSpec: the server parses the name again
+        max_workers=args.workers,
+        allow_hosts=frozenset(args.allow_host),
+        allow_networks=frozenset(args.allow_network),
+        limits=Limits(
+            max_request_bytes=args.max_request_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+        ),
+    )
+    try:
+        serve_http(settings, host=args.host, port=args.port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Client:
+    from pocketbatch.client import Client
+
+    return Client(args.url, token=args.token)
+
+
+def _wait_with_progress(client: Client, batch_id: str, *, enabled: bool) -> dict[str, Any]:
+    """Poll the batch until it finishes, showing its done/total as a progress bar."""
+    from pocketbatch.batch._progress import Progress
+
+    progress: Progress | None = None
+
+    def on_poll(batch: dict[str, Any]) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = Progress(batch["total"], enabled=enabled)
+        succeeded = progress.done - progress.failed
+        for _ in range(batch["failed"] - progress.failed):
+            progress.update(ok=False)
+        for _ in range(batch["succeeded"] - succeeded):
+            progress.update(ok=True)
+
+    try:
+        final: dict[str, Any] = client.wait(batch_id, on_poll=on_poll)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(
+        f"pocketbatch: batch {batch_id} {final['status']}: total {final['total']}, "
+        f"succeeded {final['succeeded']}, failed {final['failed']}",
+        file=sys.stderr,
+    )
+    return final
+
+
+def _write_records(client: Client, batch_id: str, output: str | None) -> int:
+    """The batch's records to ``output`` (atomically) or stdout; how many."""
+    if output is not None:
+        return int(client.download_outputs(batch_id, output))
+    count = 0
+    out = sys.stdout.buffer
+    for line in client.outputs(batch_id):
+        out.write(line + b"\n")
+        count += 1
+    out.flush()
+    return count
+
+
+def _records_and_exit(args: argparse.Namespace, client: Client, batch_id: str) -> int:
+    batch = (
+        _wait_with_progress(client, batch_id, enabled=not args.no_progress)
+        if args.wait
+        else client.get_batch(batch_id)
+    )
+    written = _write_records(client, batch_id, args.output)
+    if batch["status"] == "running":
+        print(
+            f"pocketbatch: batch {batch_id} is still running: {written} of {batch['total']} "
+            "records so far",
+            file=sys.stderr,
+        )
+    elif batch["status"] != "completed":
+        print(
+            f"pocketbatch: batch {batch_id} {batch['status']} after {written} of "
+            f"{batch['total']} records",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_FAILED if batch["failed"] else EXIT_OK
+
+
+def submit_batch(args: argparse.Namespace) -> int:
+    flow, inputs = Path(args.flow), Path(args.inputs)
+    if not flow.is_file():
+        raise UsageError(f"--flow {args.flow}: no such file")
+    if not inputs.is_file():
+        raise UsageError(f"--inputs {args.inputs}: no such file")
+    if args.output and not args.wait:
+        raise UsageError("--output needs --wait (or fetch the records later: get-batch --output)")
+    if args.output and Path(args.output).resolve() == inputs.resolve():
+        raise UsageError("--output must not be the --inputs file")
+    with _client(args) as client:
+        batch_id = client.submit_batch(flow, inputs, max_concurrent=args.max_concurrent)
+        if not args.wait:
+            print(dump_json({"batch_id": batch_id}))
+            return EXIT_OK
+        print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr)
+        return _records_and_exit(args, client, batch_id)
+
+
+def get_batch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if not args.wait and not args.output:
+            print(dump_json(client.get_batch(args.batch_id)))
+            return EXIT_OK
+        return _records_and_exit(args, client, args.batch_id)
+
+
+def list_batches(args: argparse.Namespace) -> int:
+    if args.offset < 0:
+        raise UsageError("--offset must be at least 0")
+    with _client(args) as client:
+        print(dump_json(client.list_batches(limit=args.limit, offset=args.offset)))
+    return EXIT_OK
+
+
+def cancel_batch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(dump_json(client.cancel_batch(args.batch_id)))
+    return EXIT_OK
