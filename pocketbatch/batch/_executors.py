@@ -22,7 +22,7 @@ the name the CLI, the Python API and the server all take (``"async"``,
 ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``); :func:`make_executor` builds the
 executor for a spec (or a name) and a flow.
 
-A *flow* (:data:`BatchFlow`) is a loaded flow file (:class:`~pocketbatch.LoadedFlow`),
+A *flow* (:data:`RunnableFlow`) is a loaded flow file (:class:`~pocketbatch.LoadedFlow`),
 or any core flow or node: its input is placed in the shared store under ``"input"``
 and its result read from ``"output"`` (see :func:`flow_runner`).
 """
@@ -48,7 +48,7 @@ __all__ = (
     "INPUT_KEY",
     "OUTPUT_KEY",
     "AsyncExecutor",
-    "BatchFlow",
+    "RunnableFlow",
     "Executor",
     "ExecutorKind",
     "ExecutorSpec",
@@ -62,7 +62,7 @@ INPUT_KEY = "input"
 OUTPUT_KEY = "output"
 """Where a core flow leaves an item's result in its shared store."""
 
-BatchFlow: TypeAlias = "LoadedFlow | BaseNode"
+RunnableFlow: TypeAlias = "LoadedFlow | BaseNode"
 """What a batch runs: a loaded flow file, or a core flow or node."""
 Runner = Callable[[Any], Awaitable["FlowResult"]]
 
@@ -92,10 +92,10 @@ class UnboundExecutor(Executor, Protocol):
     """An executor made without its flow (``RayExecutor(address=...)``): the runner
     binds the batch's flow to it before entering it."""
 
-    def bind(self, flow: BatchFlow) -> None: ...
+    def bind(self, flow: RunnableFlow) -> None: ...
 
 
-def flow_runner(flow: BatchFlow, *, observer: Observer | None = None) -> Runner:
+def flow_runner(flow: RunnableFlow, *, observer: Observer | None = None) -> Runner:
     """``async run(item) -> FlowResult`` for a loaded flow file or a core flow/node.
 
     For a core flow, each item runs on a fresh shared store ``{"input": item}``
@@ -150,7 +150,7 @@ class AsyncExecutor:
         observer: receives the flows' events (steps, retries) for every item.
     """
 
-    def __init__(self, flow: BatchFlow, *, observer: Observer | None = None) -> None:
+    def __init__(self, flow: RunnableFlow, *, observer: Observer | None = None) -> None:
         self._run = flow_runner(flow, observer=observer)
 
     async def __aenter__(self) -> Self:
@@ -216,7 +216,7 @@ class ProcessExecutor:
         max_workers: processes (default: the number of CPUs).
     """
 
-    def __init__(self, flow: BatchFlow, *, max_workers: int | None = None) -> None:
+    def __init__(self, flow: RunnableFlow, *, max_workers: int | None = None) -> None:
         from pocketbatch.loader import LoadedFlow
 
         self._source: FlowRecipe | BaseNode
@@ -389,23 +389,23 @@ class ExecutorSpec:
 ExecutorKind: TypeAlias = "str | ExecutorSpec"
 """An executor by name (``"async"``, ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``) or spec."""
 
-ExecutorFactory = Callable[[ExecutorSpec, "BatchFlow | None", "Observer | None"], Executor]
+ExecutorFactory = Callable[[ExecutorSpec, "RunnableFlow | None", "Observer | None"], Executor]
 """Makes the executor of a spec for a flow (``None``: bound later, by the runner)."""
 
 
 def _async_executor(
-    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
 ) -> Executor:
     return AsyncExecutor(_needs(flow), observer=observer)
 
 
 def _process_executor(
-    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
 ) -> Executor:
     return ProcessExecutor(_needs(flow), max_workers=spec.workers)
 
 
-def _needs(flow: BatchFlow | None) -> BatchFlow:
+def _needs(flow: RunnableFlow | None) -> RunnableFlow:
     if flow is None:
         raise _not_a_flow(flow)
     return flow
@@ -435,7 +435,7 @@ def _factory(kind: str) -> ExecutorFactory:
 
 def make_executor(
     kind: ExecutorKind | Executor,
-    flow: BatchFlow | None,
+    flow: RunnableFlow | None,
     *,
     max_workers: int | None = None,
     observer: Observer | None = None,

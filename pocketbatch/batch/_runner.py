@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
-from pocketbatch.batch._executors import Executor, ExecutorKind, make_executor
+from pocketbatch.batch._executors import Executor, ExecutorKind, RunnableFlow, make_executor
 from pocketbatch.batch._lines import run_input
 from pocketbatch.core import Event, EventKind, Observer
 from pocketbatch.core._events import guarded
@@ -124,7 +124,7 @@ async def stream_results(
 
 
 async def iter_batch(
-    flow: Any,
+    flow: RunnableFlow,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
     max_concurrency: int = 16,
@@ -177,7 +177,7 @@ async def iter_batch(
 
 
 async def evaluate_batch(
-    flow: Any,
+    flow: RunnableFlow,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
     max_concurrency: int = 16,
@@ -228,7 +228,7 @@ async def evaluate_batch(
 
 
 def run_batch(
-    flow: Any,
+    flow: RunnableFlow,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
     max_concurrency: int = 16,

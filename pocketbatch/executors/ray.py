@@ -45,7 +45,7 @@ from typing import Any, Self
 
 from pocketbatch._errors import MissingExtraError, PocketbatchError
 from pocketbatch._result import FlowResult
-from pocketbatch.batch._executors import BatchFlow, ExecutorSpec, Runner, flow_runner
+from pocketbatch.batch._executors import ExecutorSpec, RunnableFlow, Runner, flow_runner
 from pocketbatch.core import BaseNode, Observer
 from pocketbatch.loader import FlowRecipe, LoadedFlow
 
@@ -312,7 +312,7 @@ class RayExecutor:
 
     def __init__(
         self,
-        flow: BatchFlow | None = None,
+        flow: RunnableFlow | None = None,
         *,
         address: str | None = None,
         chunk_size: int = 16,
@@ -350,7 +350,7 @@ class RayExecutor:
         ] = {}
         self._sent = 0
 
-    def bind(self, flow: BatchFlow) -> None:
+    def bind(self, flow: RunnableFlow) -> None:
         """Set the flow to run (the runner calls this with the batch's flow)."""
         if self._flow is None:
             self._flow = flow
@@ -538,7 +538,7 @@ class RayExecutor:
 
 
 def ray_executor(
-    spec: ExecutorSpec, flow: BatchFlow | None, observer: Observer | None
+    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
 ) -> RayExecutor:
     """The executor for ``spec`` (kind ``"ray"``): what
     :func:`~pocketbatch.batch.make_executor` makes for ``"ray"`` and ``"ray://HOST:PORT"``.

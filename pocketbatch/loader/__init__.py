@@ -6,8 +6,9 @@ so ``import pocketbatch`` stays light): :func:`load_flow`, :class:`LoadedFlow`,
 
 Inside, from the bottom up:
 
-* reading a flow file: ``_source`` reads YAML/JSON with positions; ``_expr``
-  compiles and evaluates expressions; ``_spec`` parses and checks a flow file;
+* reading a flow file: ``_source`` reads YAML/JSON with positions; ``_expr`` is
+  the expression tree and its evaluation, ``_expr_compile`` builds it from a
+  document; ``_spec`` parses and checks a flow file;
 * components: ``_component`` is the contract (``CallContext``, ``Subflow``);
   ``_mocks`` are mock components; ``_adapt`` wraps functions and nodes as
   components; ``_registry`` is the ``ComponentRegistry``;
@@ -16,7 +17,10 @@ Inside, from the bottom up:
   ``_config_files`` finds and loads them;
 * resolving paths: ``_python_modules`` imports user modules and says what they
   offer; ``_resolve`` turns a component path into a component;
-* builtins: ``_builtins`` and ``_nested`` (``/builtin/eval``, ``/builtin/map``);
+* builtins: ``_builtins`` (the table and the small ones), ``_builtin_base``
+  (what they share), ``_builtin_files`` (``load_file``, file confinement),
+  ``_builtin_http`` (``/http/request``, ``/builtin/openai``) and ``_nested``
+  (``/builtin/eval``, ``/builtin/map``);
   ``_network`` and ``_transport`` confine their outbound HTTP on a server;
 * running: ``_state`` is one run's store; ``_nodes`` are the step nodes;
   ``_flow_mermaid`` draws data-flow files; ``_load`` has ``load_flow``,
