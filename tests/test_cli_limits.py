@@ -75,3 +75,21 @@ def test_a_flow_over_a_limit_exits_2_with_one_line(tmp_path: Path, name: str, co
     assert re.match(rf"pocketbatch: (\S*/)?{re.escape(expected)}", ran.stderr), ran.stderr
     if name == "bomb.yaml":
         assert f"more than the limit of {MAX_ALIAS_NODES}" in ran.stderr
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])
+@pytest.mark.parametrize("flag", ["--var", "--input"])
+def test_a_json_value_on_the_command_line_over_the_depth_limit_exits_2(
+    tmp_path: Path, flag: str, depth: int
+) -> None:
+    """A ``--var`` or ``--input`` value nested deeper than flows may be is refused like
+    one; 5000 levels used to end in a RecursionError traceback."""
+    (tmp_path / "echo.yaml").write_text("output: {$input: $}\n")
+    deep = '{"a":' * depth + "1" + "}" * depth
+    value = f"x={deep}" if flag == "--var" else deep
+    other = ["--input", "{}"] if flag == "--var" else []
+    ran = pocketbatch("run", "--flow", "echo.yaml", flag, value, *other, cwd=tmp_path)
+    assert ran.returncode == 2, ran.stderr
+    name = "--var x" if flag == "--var" else "--input"
+    limit = f"nests more than {MAX_DEPTH} levels (the limit is {MAX_DEPTH})"
+    assert ran.stderr == f"pocketbatch: {name} {limit}\n"

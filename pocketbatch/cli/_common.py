@@ -31,13 +31,26 @@ class UsageError(Exception):
     """Bad usage the parser cannot see: printed as ``pocketbatch: ...``, exit 2."""
 
 
-def strict_json(text: str) -> Any:
-    """``json.loads`` without Python's NaN/Infinity extensions (they are not JSON)."""
+def strict_json(text: str, what: str) -> Any:
+    """``json.loads`` without Python's NaN/Infinity extensions (they are not JSON).
+
+    Raises:
+        ValueError: not JSON.
+        UsageError: nested more than the loader's depth limit (``what`` names the flag).
+    """
+    from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
     def refuse(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
-    return json.loads(text, parse_constant=refuse)
+    too_deep = UsageError(f"{what} nests more than {MAX_DEPTH} levels (the limit is {MAX_DEPTH})")
+    try:
+        value = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise too_deep
+    return value
 
 
 def check_finite(value: Any, what: str) -> Any:
@@ -56,7 +69,7 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not name:
             raise UsageError(f"--var takes NAME=VALUE, got {pair!r}")
         try:
-            out[name] = strict_json(raw)
+            out[name] = strict_json(raw, f"--var {name}")
         except ValueError:
             if raw.strip() in ("NaN", "Infinity", "-Infinity"):
                 raise UsageError(f"--var {name}: {raw} is not valid JSON") from None

@@ -24,7 +24,7 @@ __all__ = ("run", "test", "validate", "visualize")
 def _read_input(args: argparse.Namespace) -> Any:
     if args.input is not None:
         try:
-            return strict_json(args.input)
+            return strict_json(args.input, "--input")
         except ValueError as exc:
             raise UsageError(f"--input is not valid JSON: {exc}") from None
     if args.input_file == "-":
