@@ -22,8 +22,14 @@ def serve(args: argparse.Namespace) -> int:
     from pocketbatch.server._app import Limits, ServerSettings
     from pocketbatch.server._serve import serve as serve_http
 
+    db = Path(args.db)
     settings = ServerSettings(
-        db=Path(args.db),
+        db=db,
+        cache=None
+        if args.no_cache
+        else Path(args.cache)
+        if args.cache
+        else db.with_name(db.name + ".cache.sqlite"),
         token=args.token or os.environ.get("POCKETBATCH_TOKEN") or None,
         config=Path(args.config) if args.config else None,
         allow_modules=frozenset(args.allow_module),
