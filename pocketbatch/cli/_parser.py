@@ -127,13 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=7837, help="port (7837)")
     serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
-    serve.add_argument(
+    serve_cache = serve.add_mutually_exclusive_group()
+    serve_cache.add_argument(
         "--cache",
         metavar="PATH",
         help="where submitted flows' 'cache: true' steps keep their answers "
         "(default: DB.cache.sqlite beside --db)",
     )
-    serve.add_argument(
+    serve_cache.add_argument(
         "--no-cache", action="store_true", help="'cache: true' steps call every time"
     )
     serve.add_argument(

@@ -6,7 +6,8 @@ key); a stored answer is reused without calling; failures are not stored; a reru
 after changing a later step calls the cached step zero times; nested flows use the
 outer flow's cache; ``refresh`` calls again and stores; Python code gets the same
 with :meth:`StepCache.cached`. The CLI and kill-and-resume are in
-``tests/batch/test_step_cache_cli.py``.
+``tests/batch/test_step_cache_cli.py``, the server in
+``tests/server/test_step_cache_server.py``.
 """
 
 from __future__ import annotations
