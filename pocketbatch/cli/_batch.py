@@ -7,10 +7,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pocketbatch.cli._common import UsageError, load_flow_from
+from pocketbatch.cli._common import UsageError, load_flow_from, open_step_cache
 
 if TYPE_CHECKING:
     from pocketbatch.batch._executors import ExecutorSpec
+    from pocketbatch.loader import StepCache
 
 __all__ = ("run_batch",)
 
@@ -38,6 +39,8 @@ def run_batch(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT") from None
     flow = load_flow_from(args)
+    cache = open_step_cache(args, flow)
+    before = len(cache) if cache is not None else 0
     try:
         return run_batch_command(
             flow,
@@ -53,3 +56,19 @@ def run_batch(args: argparse.Namespace) -> int:
         )
     except ResumeError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        if cache is not None:
+            _cache_summary(cache, before, in_process=executor.kind == "async")
+            cache.close()
+
+
+def _cache_summary(cache: StepCache, before: int, *, in_process: bool) -> None:
+    """One stderr line: what the step cache saved (workers count their own hits)."""
+    import sys
+
+    stats = cache.statistics()
+    if in_process:
+        said = f"{stats.hits} answers reused, {stats.stores} stored"
+    else:
+        said = f"{len(cache) - before} new answers stored"
+    print(f"pocketbatch: step cache {cache.path}: {said}", file=sys.stderr, flush=True)

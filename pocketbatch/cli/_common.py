@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pocketbatch.loader import LoadedFlow
+    from pocketbatch.loader import LoadedFlow, StepCache
 
 __all__ = (
     "EXIT_FAILED",
@@ -20,6 +20,7 @@ __all__ = (
     "check_finite",
     "dump_json",
     "load_flow_from",
+    "open_step_cache",
     "parse_variables",
     "strict_json",
 )
@@ -86,6 +87,33 @@ def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
         variables=parse_variables(args.var),
         allow_python_imports=not args.no_python_imports,
     )
+
+
+def open_step_cache(args: argparse.Namespace, flow: LoadedFlow) -> StepCache | None:
+    """The step cache ``--cache``, ``--no-cache`` and ``--refresh-cache`` ask for, set
+    on ``flow``: ``--cache PATH``, else ``.pocketbatch-cache.sqlite`` in the flow's
+    folder when one of its steps says ``cache`` (the keys are content addresses, so
+    every run of every flow there may share it), else none."""
+    from pocketbatch._errors import PocketbatchError
+    from pocketbatch.loader import StepCache
+    from pocketbatch.loader._cache import DEFAULT_FILE
+
+    if args.no_cache:
+        if args.refresh_cache:
+            raise UsageError("--refresh-cache stores answers: it cannot go with --no-cache")
+        return None
+    if args.cache is not None:
+        path = Path(args.cache)
+    elif flow.uses_cache:
+        path = Path(args.flow).resolve().parent / DEFAULT_FILE
+    else:
+        return None
+    try:
+        cache = StepCache(path, refresh=args.refresh_cache)
+    except PocketbatchError as exc:
+        raise UsageError(f"{exc} (choose another file with --cache PATH, or --no-cache)") from None
+    flow.cache = cache
+    return cache
 
 
 def dump_json(value: Any) -> str:

@@ -15,6 +15,7 @@ from pocketbatch.cli._common import (
     check_finite,
     dump_json,
     load_flow_from,
+    open_step_cache,
     strict_json,
 )
 
@@ -44,7 +45,12 @@ def _read_input(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     flow = load_flow_from(args)
     value = _read_input(args)
-    result = flow.run(value)
+    cache = open_step_cache(args, flow)
+    try:
+        result = flow.run(value)
+    finally:
+        if cache is not None:
+            cache.close()
     try:
         line = dump_json(result.to_dict())
     except ValueError:  # NaN or Infinity in the result: not JSON

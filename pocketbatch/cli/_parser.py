@@ -51,6 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="refuse /python/<module>.<function> components",
         )
 
+    def cache_options(cmd: argparse.ArgumentParser) -> None:
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument(
+            "--cache",
+            metavar="PATH",
+            help="the SQLite file where 'cache: true' steps keep their answers "
+            "(default: .pocketbatch-cache.sqlite in the flow's folder, when a step says cache)",
+        )
+        where.add_argument(
+            "--no-cache", action="store_true", help="'cache: true' steps call every time"
+        )
+        cmd.add_argument(
+            "--refresh-cache",
+            action="store_true",
+            help="ignore the stored answers of 'cache: true' steps, but store the new ones",
+        )
+
     batch = sub.add_parser(
         "run-batch",
         help="run a flow over every line of a JSONL file, writing one JSON line per input",
@@ -104,11 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, metavar="N", help="processes for --executor process"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    cache_options(batch)
 
     serve = sub.add_parser("serve", help="serve batches over HTTP (needs the server extra)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=7837, help="port (7837)")
     serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
+    serve_cache = serve.add_mutually_exclusive_group()
+    serve_cache.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="where submitted flows' 'cache: true' steps keep their answers "
+        "(default: DB.cache.sqlite beside --db)",
+    )
+    serve_cache.add_argument(
+        "--no-cache", action="store_true", help="'cache: true' steps call every time"
+    )
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
     )
@@ -198,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a flow once and print its result as JSON")
     flow_options(run, positional=False)
+    cache_options(run)
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="the input, as JSON")
     source.add_argument("--input-file", help="a JSON (or YAML) file holding the input; - for stdin")

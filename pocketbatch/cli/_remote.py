@@ -13,7 +13,14 @@ from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, dump_json
 if TYPE_CHECKING:
     from pocketbatch.client import Client
 
-__all__ = ("cancel_batch", "get_batch", "list_batches", "serve", "submit_batch")
+__all__ = (
+    "cancel_batch",
+    "get_batch",
+    "list_batches",
+    "serve",
+    "server_cache_path",
+    "submit_batch",
+)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -24,6 +31,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings(
         db=Path(args.db),
+        cache=server_cache_path(args),
         token=args.token or os.environ.get("POCKETBATCH_TOKEN") or None,
         config=Path(args.config) if args.config else None,
         allow_modules=frozenset(args.allow_module),
@@ -45,6 +53,18 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
+
+
+def server_cache_path(args: argparse.Namespace) -> Path | None:
+    """The step cache of ``serve``: ``--cache``, else ``DB.cache.sqlite`` beside ``--db``
+    (one file for every submitted flow: the server has one operator, and a key is
+    the call itself); ``None`` with ``--no-cache``."""
+    if args.no_cache:
+        return None
+    if args.cache:
+        return Path(args.cache)
+    db = Path(args.db)
+    return db.with_name(db.name + ".cache.sqlite")
 
 
 def _client(args: argparse.Namespace) -> Client:

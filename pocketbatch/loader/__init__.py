@@ -24,16 +24,19 @@ Inside, from the bottom up:
   ``_network`` and ``_transport`` confine their outbound HTTP on a server;
 * running: ``_state`` is one run's store; ``_nodes`` are the step nodes;
   ``_flow_mermaid`` draws data-flow files; ``_load`` has ``load_flow``,
-  ``LoadedFlow`` and ``FlowRecipe``; ``_testing`` runs a file's ``test.cases``.
+  ``LoadedFlow`` and ``FlowRecipe``; ``_testing`` runs a file's ``test.cases``;
+  ``_cache`` is the step cache (``StepCache``) of ``cache: true`` steps.
 """
 
 from pocketbatch._result import FlowError, FlowResult
+from pocketbatch.loader._cache import CacheStatistics, StepCache, cache_key
 from pocketbatch.loader._component import CallContext, LoaderOptions
 from pocketbatch.loader._load import FlowRecipe, LoadedFlow, load_flow
 from pocketbatch.loader._network import NetworkPolicy
 from pocketbatch.loader._registry import ComponentRegistry
 
 __all__ = (
+    "CacheStatistics",
     "CallContext",
     "ComponentRegistry",
     "FlowError",
@@ -42,5 +45,7 @@ __all__ = (
     "LoadedFlow",
     "LoaderOptions",
     "NetworkPolicy",
+    "StepCache",
+    "cache_key",
     "load_flow",
 )

@@ -184,6 +184,25 @@ class OpenAIChat(Builtin):
     def _setting(self, value: str | None, ctx: CallContext, variable: str, env: str) -> str | None:
         return self._from_flow(value, ctx, variable) or os.environ.get(env) or None
 
+    def cache_key_extra(self, input: Any, ctx: CallContext) -> Any:
+        """What a step cache keys on besides the input: the base URL and model this
+        call resolves from the input, run variables and environment (never the key).
+
+        Example:
+            >>> ctx = CallContext(step_id="s", flow_dir=None, variables={"openai_model": "m"})
+            >>> OpenAIChat().cache_key_extra({"base_url": "http://h/v1"}, ctx)
+            {'base_url': 'http://h/v1', 'model': 'm'}
+        """
+        data = self.mapping(input)
+        base_url = self.field(data, "base_url", "a string")
+        base_url = self._from_flow(base_url, ctx, "openai_base_url")
+        model = self.field(data, "model", "a string")
+        model = self._setting(model, ctx, "openai_model", "OPENAI_MODEL")
+        return {
+            "base_url": base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_DEFAULT_BASE_URL,
+            "model": model or _OPENAI_DEFAULT_MODEL,
+        }
+
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         data = self.mapping(input)
         messages = self.field(data, "messages", "a list", required=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from pocketbatch._result import FlowError, FlowResult
 from pocketbatch.core import AsyncFlow, Observer
 from pocketbatch.loader._builtin_files import confined_path
 from pocketbatch.loader._builtins import builtin_components
+from pocketbatch.loader._cache import StepCache
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._config_files import config_for_flow, load_config, options_from_config
 from pocketbatch.loader._expr import Const, EvalError, Obj, StepSkipped
@@ -99,6 +100,8 @@ class LoadedFlow:
         self.recipe: FlowRecipe | None = None  # set by load_flow
         self._subflows: dict[str, LoadedFlow] = {}
         self._nesting = 0  # flows around this one (nested flows: 1 and more)
+        self._parent: LoadedFlow | None = None  # the flow a nested flow runs in
+        self._cache: StepCache | None = None
         self._validator: Any = None
         self._variables_validator: Any = None
         self._nodes: dict[str, StepNode | ForEachStepNode] = {}
@@ -122,6 +125,40 @@ class LoadedFlow:
         start = self.spec.start or (self.spec.steps[0].id if self.spec.steps else None)
         assert start is not None  # control flow implies a step with next
         return AsyncFlow(start=self._nodes[start], name=self.name, strict=True)
+
+    # -- the step cache --------------------------------------------------------------------
+
+    @property
+    def cache(self) -> StepCache | None:
+        """The :class:`~pocketbatch.loader.StepCache` its ``cache: true`` steps use
+        (nested flows use their outer flow's); ``None``: those steps call every time.
+        Setting it also sets the :attr:`recipe`'s, so worker processes open the same file.
+
+        Example:
+            >>> from pocketbatch import load_flow
+            >>> from pocketbatch.loader import StepCache
+            >>> flow = load_flow("steps:\\n- {id: a, component: /builtin/noop, cache: true}\\n"
+            ...                  "output: {$step: a}\\n", cache=StepCache())
+            >>> flow.run({}).ok, flow.run({}).ok, flow.cache.statistics().hits
+            (True, True, 1)
+        """
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: StepCache | None) -> None:
+        self._cache = cache
+        if self.recipe is not None:
+            self.recipe = replace(self.recipe, cache=cache)
+
+    @property
+    def uses_cache(self) -> bool:
+        """Whether a step (or one of the nested flows written into it) says ``cache``."""
+        return any(step.cache is not None for step in self.spec.steps) or any(
+            sub.uses_cache for sub in self._subflows.values()
+        )
+
+    def _step_cache(self) -> StepCache | None:
+        return self._parent._step_cache() if self._parent is not None else self._cache
 
     # -- running -------------------------------------------------------------------------
 
@@ -337,6 +374,7 @@ def load_flow(
     variables: Mapping[str, Any] | None = None,
     allow_python_imports: bool = True,
     options: LoaderOptions | None = None,
+    cache: StepCache | None = None,
 ) -> LoadedFlow:
     """Load a flow file (YAML or JSON; a path, or the text itself) into a :class:`LoadedFlow`.
 
@@ -358,6 +396,8 @@ def load_flow(
             ``options``, only ``config`` is read: the flow's own ``test.config`` /
             ``test.config_file`` and files beside it are ignored, so a submitted flow
             cannot choose its own routes.
+        cache: where ``cache: true`` steps keep their answers (see
+            :class:`~pocketbatch.loader.StepCache`); ``None``: they call every time.
 
     Raises:
         LoadError: the file is invalid; the message leads with ``file:line:column``.
@@ -389,6 +429,7 @@ def load_flow(
         registry,
         options,
     )
+    flow.cache = cache
     return flow
 
 
@@ -409,6 +450,7 @@ class FlowRecipe:
     allow_python_imports: bool
     registry: ComponentRegistry | None = None
     options: LoaderOptions | None = None
+    cache: StepCache | None = None
 
     def load(self) -> LoadedFlow:
         """Load the flow from this recipe."""
@@ -421,6 +463,7 @@ class FlowRecipe:
             variables=self.variables,
             allow_python_imports=self.allow_python_imports,
             options=self.options,
+            cache=self.cache,
         )
 
 
@@ -504,5 +547,6 @@ def _load(
 
     flow = LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
     flow._nesting = parent._nesting + 1 if parent is not None else 0
+    flow._parent = parent
     flow._load_literal_subflows()
     return flow

@@ -15,7 +15,8 @@ from typing import Any
 from pocketbatch._errors import ComponentError
 from pocketbatch._result import FlowError
 from pocketbatch.core import AsyncNode, AsyncParallelBatchNode, ItemError
-from pocketbatch.loader._component import Component
+from pocketbatch.loader._cache import StepCache, cache_key
+from pocketbatch.loader._component import CallContext, Component
 from pocketbatch.loader._expr import EvalError, StepSkipped, truthy
 from pocketbatch.loader._spec import StepSpec
 from pocketbatch.loader._state import _SKIP, CompiledFlow, RunState, StepFailed
@@ -114,10 +115,39 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
     async def _call(self, value: Any) -> Any:
         assert self.state is not None
         context = self.flow._call_context(self.spec.id, self.state.variables)
+        cache = self.flow._step_cache() if self.spec.cache is not None else None
+        key = self._cache_key(cache, value, context) if cache is not None else None
+        if cache is not None and key is not None:
+            found, stored = await cache.lookup_async(key)
+            if found:
+                return stored
         try:
-            return await self.component(value, context)
+            result = await self.component(value, context)
         except Exception as exc:
             raise _component_failure(exc) from exc
+        if cache is not None and key is not None:
+            # Stored (and committed) before the step's output is used: a crash after
+            # this never pays for the answer again.
+            try:
+                return await cache.put_async(
+                    key, result, component=self.spec.component, step=self.spec.id
+                )
+            except (TypeError, ValueError):  # not JSON: returned, not cached
+                cache.note_unstorable()
+        return result
+
+    def _cache_key(self, cache: StepCache, value: Any, context: CallContext) -> str | None:
+        """The call's cache key; ``None`` (counted) when its input is not JSON."""
+        extra_of = getattr(self.component, "cache_key_extra", None)
+        try:
+            extra = extra_of(value, context) if extra_of is not None else None
+        except ComponentError:
+            return None  # a bad input: the component's call will say so
+        try:
+            return cache_key(self.spec.component, value, self.spec.cache or "", extra)
+        except (TypeError, ValueError):
+            cache.note_unstorable()
+            return None
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         if isinstance(exc, _ComponentFailed) and self.spec.on_error.action == "use_default":

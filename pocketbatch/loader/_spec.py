@@ -57,7 +57,9 @@ _STEP_KEYS: dict[str, tuple[str, ...]] = {
     "on_item_error": ("on_item_error", "onItemError"),
     "input_schema": ("input_schema", "inputSchema"),
     "output_schema": ("output_schema", "outputSchema"),
+    "cache": ("cache",),
 }
+_CACHE_KEYS: dict[str, tuple[str, ...]] = {"salt": ("salt", "version")}
 _ON_ERROR_KEYS: dict[str, tuple[str, ...]] = {
     "action": ("action",),
     "max_retries": ("max_retries", "maxRetries"),
@@ -120,6 +122,7 @@ class StepSpec:
     on_item_error: Literal["raise", "collect"] = "raise"
     input_schema: Mapping[str, Any] | None = None
     output_schema: Mapping[str, Any] | None = None
+    cache: str | None = None  # the salt ("" for cache: true); None: not cached
     refs: tuple[tuple[str, DocPath], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -457,6 +460,7 @@ def _parse_step(doc: Document, raw: dict[str, Any], where: DocPath) -> StepSpec:
         on_item_error=on_item_error,
         input_schema=keys.get("input_schema"),
         output_schema=keys.get("output_schema"),
+        cache=_cache(keys),
         refs=tuple(refs),
     )
 
@@ -484,6 +488,21 @@ def _ctx(
     return CompileContext(
         doc, step=step, item_names=frozenset({item_name}), in_for_each=in_for_each
     )
+
+
+def _cache(keys: _Keys) -> str | None:
+    """The step's cache salt: ``cache: true`` gives ``""``, ``{salt: v2}`` (or
+    ``version``) gives ``"v2"``; absent or ``false``, ``None``."""
+    raw = keys.get("cache", False)
+    if isinstance(raw, bool):
+        return "" if raw else None
+    if not isinstance(raw, dict):
+        raise keys.error(f"cache takes true, false or {{salt: v2}}, got {_kind(raw)}", "cache")
+    sub = _Keys(keys.doc, raw, keys.at("cache"), _CACHE_KEYS, "cache", step=keys.step)
+    salt = sub.get("salt", "")
+    if isinstance(salt, bool) or not isinstance(salt, str | int):
+        raise sub.error(f"{sub.found['salt']} must be a string or a whole number", "salt")
+    return str(salt)
 
 
 def _on_error(keys: _Keys) -> OnError:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pocketbatch._result import FlowError
+from pocketbatch.loader._cache import StepCache
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._expr import Expr, NeedStep, StepSkipped
 from pocketbatch.loader._spec import FlowSpec
@@ -56,6 +57,8 @@ class CompiledFlow(Protocol):
     def _variable_fallback(self, name: str) -> Any: ...
 
     def _call_context(self, step: str, variables: Mapping[str, Any]) -> CallContext: ...
+
+    def _step_cache(self) -> StepCache | None: ...
 
 
 class RunState:

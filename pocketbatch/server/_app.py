@@ -93,7 +93,7 @@ def flow_compiler(settings: ServerSettings) -> Callable[[str], LoadedFlow]:
     Raises:
         ValueError: an ``allow_hosts`` or ``allow_networks`` entry does not parse.
     """
-    from pocketbatch.loader import LoaderOptions, NetworkPolicy, load_flow
+    from pocketbatch.loader import LoaderOptions, NetworkPolicy, StepCache, load_flow
 
     options = LoaderOptions(
         allow_python_imports=bool(settings.allow_modules),
@@ -102,12 +102,17 @@ def flow_compiler(settings: ServerSettings) -> Callable[[str], LoadedFlow]:
         network=NetworkPolicy.for_server(settings.allow_hosts, settings.allow_networks),
     )
 
+    # One step cache for every submitted flow's `cache: true` steps: the server has
+    # one operator, and a key is a content address (same call, same answer).
+    cache = StepCache(settings.cache) if settings.cache is not None else None
+
     def compile_flow(text: str) -> LoadedFlow:
         return load_flow(
             text if "\n" in text or text.lstrip().startswith("{") else text + "\n",
             registry=settings.registry,
             config=settings.config,
             options=options,
+            cache=cache,
         )
 
     return compile_flow

@@ -64,3 +64,6 @@ class ServerSettings:
     # ``--allow-network``). See pocketbatch.loader.NetworkPolicy.for_server.
     allow_hosts: frozenset[str] = frozenset()
     allow_networks: frozenset[str] = frozenset()
+    # Where submitted flows' `cache: true` steps keep their answers (a SQLite file,
+    # shared by all of them); None: those steps call every time.
+    cache: Path | None = None
