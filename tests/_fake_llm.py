@@ -98,9 +98,7 @@ def fake_llm() -> Iterator[FakeLLM]:
 
     async def start() -> None:
         nonlocal server
-        server = await asyncio.start_server(
-            lambda r, w: _serve(fake, r, w), "127.0.0.1", 0
-        )
+        server = await asyncio.start_server(lambda r, w: _serve(fake, r, w), "127.0.0.1", 0)
         fake.port = server.sockets[0].getsockname()[1]
         ready.set()
 
@@ -114,6 +112,7 @@ def fake_llm() -> Iterator[FakeLLM]:
     try:
         yield fake
     finally:
+
         async def stop() -> None:
             assert server is not None
             server.close()

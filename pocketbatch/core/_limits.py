@@ -129,7 +129,9 @@ class Usage:
 
     def minus(self, earlier: Usage) -> Usage:
         """What was spent since ``earlier`` (a copy taken with :meth:`copy`)."""
-        return Usage(**{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)})
+        return Usage(
+            **{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)}
+        )
 
     def copy(self) -> Usage:
         """A snapshot of these counters."""

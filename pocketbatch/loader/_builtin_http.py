@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pocketbatch._errors import ComponentError
+from pocketbatch.core._limits import estimate_tokens, retry_after
 from pocketbatch.loader._builtin_base import Builtin, type_name
 from pocketbatch.loader._component import CallContext
-from pocketbatch.core._limits import estimate_tokens, retry_after
 from pocketbatch.loader._network import NetworkPolicy
 from pocketbatch.loader._services import RunServices
 
@@ -334,7 +334,13 @@ class OpenAIChat(Builtin):
         tokens = estimate_tokens(messages, max_tokens)
         try:
             response = await _send_llm(
-                self, ctx, (base_url, api_key, limits), tokens, url, json=body, headers=headers,
+                self,
+                ctx,
+                (base_url, api_key, limits),
+                tokens,
+                url,
+                json=body,
+                headers=headers,
                 seconds=timeout,
             )
             result = self._result(response, model)

@@ -113,9 +113,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
 
     async def _call(self, value: Any) -> Any:
         assert self.state is not None
-        context = self.flow._call_context(
-            self.spec.id, self.state.variables, self.state.services
-        )
+        context = self.flow._call_context(self.spec.id, self.state.variables, self.state.services)
         if self.spec.on_error.action == "retry":
             context.step_retries = True
         try:

@@ -37,8 +37,17 @@ output: {$step: get, path: status_code}
 
 @pytest.fixture(autouse=True)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "HTTP_PROXY",
-                 "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -116,9 +125,11 @@ async def test_5xx_and_429_are_retried_by_default_with_backoff(fake: FakeLLM) ->
         result = await chat_flow(fake).run_async({"q": "x"}, services=services)
     assert result.result == "echo: x"
     assert len(fake.requests) == 3
-    assert services.usage.retries == 2 and services.usage.rate_limited == 1
+    assert services.usage.retries == 2
+    assert services.usage.rate_limited == 1
     assert services.usage.requests == 3
-    assert 0 <= time.sleeps[0] <= 0.5 and 0 <= time.sleeps[1] <= 1.0
+    assert 0 <= time.sleeps[0] <= 0.5
+    assert 0 <= time.sleeps[1] <= 1.0
 
 
 @pytest.mark.asyncio
@@ -127,7 +138,8 @@ async def test_retries_stop_at_the_default_attempts(fake: FakeLLM) -> None:
     time = FakeTime()
     async with RunServices(clock=time.clock, sleep=time.sleep) as services:
         result = await chat_flow(fake).run_async({"q": "x"}, services=services)
-    assert result.error is not None and result.error.code == "RESOURCE_UNAVAILABLE"
+    assert result.error is not None
+    assert result.error.code == "RESOURCE_UNAVAILABLE"
     assert len(fake.requests) == ServiceSettings().retry.attempts == 5
     assert services.usage.retries == 4
 
@@ -138,8 +150,10 @@ async def test_other_4xx_are_not_retried(fake: FakeLLM) -> None:
     time = FakeTime()
     async with RunServices(clock=time.clock, sleep=time.sleep) as services:
         result = await chat_flow(fake).run_async({"q": "x"}, services=services)
-    assert result.error is not None and result.error.code == "INVALID_INPUT"
-    assert len(fake.requests) == 1 and time.sleeps == []
+    assert result.error is not None
+    assert result.error.code == "INVALID_INPUT"
+    assert len(fake.requests) == 1
+    assert time.sleeps == []
 
 
 @pytest.mark.asyncio
@@ -150,19 +164,19 @@ async def test_retry_after_pauses_the_provider_for_every_item(fake: FakeLLM) -> 
     now = [1000.0]
     sleeps: list[float] = []
     release = asyncio.Event()
+    slept: asyncio.Queue[None] = asyncio.Queue()
 
     async def sleep(seconds: float) -> None:
         sleeps.append(round(seconds, 6))
+        slept.put_nowait(None)
         await release.wait()
 
     flow = chat_flow(fake)
     async with RunServices(clock=lambda: now[0], sleep=sleep) as services:
         a = asyncio.create_task(flow.run_async({"q": "a"}, services=services))
-        while not sleeps:  # A has had its 429 and sleeps
-            await asyncio.sleep(0.01)
+        await slept.get()  # A has had its 429 and sleeps
         b = asyncio.create_task(flow.run_async({"q": "b"}, services=services))
-        while len(sleeps) < 2:  # B waits in the limiter
-            await asyncio.sleep(0.01)
+        await slept.get()  # B waits in the limiter
         assert sleeps == [2.0, 2.0]
         assert len(fake.requests) == 1  # B sent nothing during the pause
         now[0] += 2.0
@@ -170,7 +184,8 @@ async def test_retry_after_pauses_the_provider_for_every_item(fake: FakeLLM) -> 
         results = await asyncio.gather(a, b)
     assert [r.result for r in results] == ["echo: a", "echo: b"]
     assert len(fake.requests) == 3
-    assert services.usage.rate_limited == 1 and services.usage.retries == 1
+    assert services.usage.rate_limited == 1
+    assert services.usage.retries == 1
     assert services.limiter(fake.base_url).statistics().pauses == 1
 
 
@@ -197,7 +212,8 @@ async def test_limits_are_learned_from_the_provider_headers(fake: FakeLLM) -> No
         assert time.sleeps == []
         stats = services.limiter(fake.base_url).statistics()
         assert (stats.requests_per_minute, stats.tokens_per_minute) == (60, 10000)
-        assert stats.requests_available == 0 and stats.paused_for == 1.5
+        assert stats.requests_available == 0
+        assert stats.paused_for == 1.5
         await flow.run_async({"q": "2"}, services=services)
     assert time.sleeps == [1.5]
     assert len(fake.requests) == 2
@@ -257,7 +273,8 @@ def test_retry_after_forms() -> None:
     assert retry_after({"Retry-After-Ms": "1500", "retry-after": "9"}) == 1.5
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480) == 10.0
     assert retry_after({"retry-after": "soon"}) is None
-    assert parse_duration("1m30s") == 90.0 and parse_duration("5x") is None
+    assert parse_duration("1m30s") == 90.0
+    assert parse_duration("5x") is None
 
 
 def test_limiter_errors_and_repr() -> None:
