@@ -49,6 +49,8 @@ class LoaderOptions:
             where the environment's API key may go (a
             :class:`~pocketbatch.loader.NetworkPolicy`); ``None``, the default, means
             anywhere (the server sets one: ``--allow-host``, ``--allow-network``).
+        provider_limits: ``(base_url, requests_per_minute, tokens_per_minute)`` set
+            by hand for ``/builtin/openai`` (``providers`` in ``pocketbatch.yaml``).
     """
 
     allow_python_imports: bool = True
@@ -56,6 +58,7 @@ class LoaderOptions:
     load_file_anywhere: bool = False
     python_modules: frozenset[str] | None = None
     network: NetworkPolicy | None = None
+    provider_limits: tuple[tuple[str, float | None, float | None], ...] = ()
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,3 +317,33 @@ async def test_usage_is_summed_over_the_batch(fake: FakeLLM, executor: str) -> N
         "retries": 1,
         "cache_hits": 0,
     }
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.asyncio
+async def test_limits_from_pocketbatch_yaml_by_base_url(fake: FakeLLM, tmp_path: Path) -> None:
+    (tmp_path / "pocketbatch.yaml").write_text(
+        f"providers:\n  {fake.base_url}/:\n    requests_per_minute: 30\n"
+        "    tokens_per_minute: 5000\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "flow.yaml").write_text(FLOW, encoding="utf-8")
+    flow = load_flow(tmp_path / "flow.yaml", variables={"openai_base_url": fake.base_url})
+    time = FakeTime()
+    async with RunServices(clock=time.clock, sleep=time.sleep) as services:
+        assert (await flow.run_async({"q": "a"}, services=services)).ok
+    stats = services.limiter(fake.base_url).statistics()
+    assert (stats.requests_per_minute, stats.tokens_per_minute) == (30, 5000)
+
+
+def test_a_bad_provider_limit_is_a_load_error(tmp_path: Path) -> None:
+    from pocketbatch import LoadError
+
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "providers:\n  http://llm.local/v1: {requests_per_minute: -1}\n", encoding="utf-8"
+    )
+    (tmp_path / "flow.yaml").write_text(FLOW, encoding="utf-8")
+    with pytest.raises(LoadError, match="'requests_per_minute' must be a number > 0"):
+        load_flow(tmp_path / "flow.yaml")
