@@ -24,7 +24,7 @@ from pocketbatch.core._limits import estimate_tokens, retry_after
 from pocketbatch.loader._builtin_base import Builtin, type_name
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._network import NetworkPolicy
-from pocketbatch.loader._services import RunServices
+from pocketbatch.loader._services import RetryPolicy, RunServices, ServiceSettings
 
 if TYPE_CHECKING:
     import httpx  # imported when a request is sent, with _transport
@@ -131,10 +131,11 @@ async def _send_llm(
     ``retry-after`` honoured), unless the step has ``on_error: retry``
     (``ctx.step_retries``: then the flow's policy retries, and this sends once); a
     429 or 503 pauses the provider's limiter either way, so every item waits. The
-    last failing reply is returned (a transport error raised).
+    last failing reply is returned (a transport error raised). Called outside a
+    run (no ``ctx.services``: the component on its own) it sends once.
     """
-    if ctx.services is None:  # called outside a run: services for this call only
-        async with RunServices() as own:
+    if ctx.services is None:  # called outside a run: one attempt, on a client for it
+        async with RunServices(ServiceSettings(retry=RetryPolicy(attempts=1))) as own:
             alone = CallContext(ctx.step_id, ctx.flow_dir, ctx.variables, ctx.options, services=own)
             return await _send_llm(
                 component, alone, provider, tokens, url, seconds=seconds, **kwargs
@@ -267,7 +268,8 @@ class OpenAIChat(Builtin):
     by default (5 attempts, backoff 0.5 s doubling to 30 s with full jitter, or
     the reply's ``retry-after-ms``/``retry-after`` when longer; a 429/503 pauses
     the provider for every item); the failure above is raised only after the
-    last attempt. The reply's ``usage`` is added to the run's
+    last attempt. (Those are the run's: called on its own, outside a flow, the
+    builtin sends once.) The reply's ``usage`` is added to the run's
     :class:`~pocketbatch.Usage`.
 
     Example:
