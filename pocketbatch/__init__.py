@@ -51,6 +51,8 @@ from pocketbatch.core import (
     NodeOptions,
     Observer,
     ParallelBatchNode,
+    ProviderLimiter,
+    Usage,
 )
 
 if _typing.TYPE_CHECKING:
@@ -124,7 +126,9 @@ __all__ = (
     "ObserverError",
     "ParallelBatchNode",
     "PocketbatchError",
+    "ProviderLimiter",
     "UnknownActionError",
+    "Usage",
     "__version__",
     "evaluate_batch",
     "iter_batch",

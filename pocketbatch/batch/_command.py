@@ -38,6 +38,8 @@ from pocketbatch.batch._lock import OutputLock, lock_output
 from pocketbatch.batch._progress import Progress
 from pocketbatch.batch._runner import stream_results
 from pocketbatch.batch._sidecar import Fingerprint, InputsPrefix, check_resume
+from pocketbatch.core import Usage
+from pocketbatch.loader._services import ServiceSettings
 
 if TYPE_CHECKING:
     from pocketbatch.loader import LoadedFlow
@@ -90,6 +92,8 @@ class _Options:
     progress: bool
     chunk_size: int | None
     force: bool
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
 
 async def _run(
@@ -139,7 +143,14 @@ async def _run(
         flow,
         max_workers=options.workers,
         chunk_size=options.chunk_size,
+        services=ServiceSettings(
+            max_connections=options.max_concurrent,
+            requests_per_minute=options.requests_per_minute,
+            tokens_per_minute=options.tokens_per_minute,
+        ),
     )
+    spent = getattr(runner, "usage", None)  # the executor's live usage counters
+    progress.usage = spent if isinstance(spent, Usage) else None
     cancelled = broken_pipe = False
     no_space: OSError | None = None
     try:
@@ -227,13 +238,18 @@ def run_batch_command(
     progress: bool,
     chunk_size: int | None = None,
     force: bool = False,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
 ) -> int:
     """Run the command (the CLI has parsed and checked the arguments).
 
     With an ``output`` file, the run holds ``OUTPUT.lock`` and writes its fingerprint
     to ``OUTPUT.pocketbatch`` (see :mod:`pocketbatch.batch._sidecar`); a resume whose
     flow, config or inputs differ from the first run's is refused unless ``force``.
-    The output is opened for writing only once the executor is up.
+    The output is opened for writing only once the executor is up. The flow's
+    ``/builtin/openai`` steps share one HTTP pool (``max_concurrent`` connections)
+    and a limiter per provider (``requests_per_minute``/``tokens_per_minute`` set
+    its limits by hand); their usage is in the progress and the summary line.
 
     Raises:
         ResumeError: the resume does not continue the same run.
@@ -246,7 +262,17 @@ def run_batch_command(
                 flow,
                 inputs,
                 output,
-                _Options(max_concurrent, resume, executor, workers, progress, chunk_size, force),
+                _Options(
+                    max_concurrent,
+                    resume,
+                    executor,
+                    workers,
+                    progress,
+                    chunk_size,
+                    force,
+                    requests_per_minute,
+                    tokens_per_minute,
+                ),
                 fingerprinted=lock is not None,
             )
         )

@@ -22,6 +22,13 @@ the name the CLI, the Python API and the server all take (``"async"``,
 ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``); :func:`make_executor` builds the
 executor for a spec (or a name) and a flow.
 
+Each executor owns the run's services (:class:`~pocketbatch.loader._services.RunServices`:
+the pooled HTTP client, the provider limiters, the usage counters) for the flows it
+runs: the async executor one for the batch, the process executor one per worker
+process (each item's usage travels back with its result); they are set up from a
+:class:`~pocketbatch.loader._services.ServiceSettings` and summed in the executor's
+``usage`` (a :class:`~pocketbatch.Usage`).
+
 A *flow* (:data:`RunnableFlow`) is a loaded flow file (:class:`~pocketbatch.LoadedFlow`),
 or any core flow or node: its input is placed in the shared store under ``"input"``
 and its result read from ``"output"`` (see :func:`flow_runner`).
@@ -37,12 +44,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, TypeGuard, cast
 
 from pocketbatch._result import FlowResult
-from pocketbatch.core import AsyncNode, BaseNode, Observer
+from pocketbatch.core import AsyncNode, BaseNode, Observer, Usage
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
     from pocketbatch.loader import FlowRecipe, LoadedFlow
+    from pocketbatch.loader._services import RunServices, ServiceSettings
 
 __all__ = (
     "INPUT_KEY",
@@ -95,8 +103,14 @@ class UnboundExecutor(Executor, Protocol):
     def bind(self, flow: RunnableFlow) -> None: ...
 
 
-def flow_runner(flow: RunnableFlow, *, observer: Observer | None = None) -> Runner:
+def flow_runner(
+    flow: RunnableFlow, *, observer: Observer | None = None, services: RunServices | None = None
+) -> Runner:
     """``async run(item) -> FlowResult`` for a loaded flow file or a core flow/node.
+
+    A loaded flow's runs share ``services`` (HTTP client, limiters, usage; without
+    them each run makes its own); a core flow's nodes bring their own (share a
+    :class:`~pocketbatch.ProviderLimiter` between them).
 
     For a core flow, each item runs on a fresh shared store ``{"input": item}``
     and on its own copy of the flow; the result is ``shared.get("output")``, and
@@ -119,7 +133,7 @@ def flow_runner(flow: RunnableFlow, *, observer: Observer | None = None) -> Runn
         loaded = flow
 
         async def run_loaded(item: Any) -> FlowResult:
-            return await loaded.run_async(item, observer=observer)
+            return await loaded.run_async(item, observer=observer, services=services)
 
         return run_loaded
     if not isinstance(flow, BaseNode):
@@ -148,16 +162,30 @@ class AsyncExecutor:
     Args:
         flow: a :class:`~pocketbatch.LoadedFlow` or a core flow/node.
         observer: receives the flows' events (steps, retries) for every item.
+        services: how the batch's shared HTTP client and limiters are set up.
+
+    Attributes:
+        usage: what the batch's HTTP builtins spent (requests, tokens, 429s, ...).
     """
 
-    def __init__(self, flow: RunnableFlow, *, observer: Observer | None = None) -> None:
-        self._run = flow_runner(flow, observer=observer)
+    def __init__(
+        self,
+        flow: RunnableFlow,
+        *,
+        observer: Observer | None = None,
+        services: ServiceSettings | None = None,
+    ) -> None:
+        from pocketbatch.loader._services import RunServices
+
+        self.usage = Usage()
+        self._services = RunServices(services, usage=self.usage)
+        self._run = flow_runner(flow, observer=observer, services=self._services)
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        return None
+        await self._services.aclose()
 
     async def run(self, index: int, item: Any) -> FlowResult:
         """Run one item."""
@@ -169,17 +197,20 @@ class AsyncExecutor:
 
 # -- process pool -------------------------------------------------------------------------
 
-# In a worker process: the flow, loaded once by the pool's initializer, and an
-# event loop kept for the worker's life.
+# In a worker process: the flow, loaded once by the pool's initializer, an event
+# loop and the run's services kept for the worker's life.
 _worker_run: Runner | None = None
 _worker_loop: asyncio.AbstractEventLoop | None = None
+_worker_services: RunServices | None = None
 
 
-def _init_worker(source: FlowRecipe | BaseNode) -> None:
-    global _worker_run, _worker_loop
+def _init_worker(source: FlowRecipe | BaseNode, settings: ServiceSettings | None = None) -> None:
+    global _worker_run, _worker_loop, _worker_services
     import signal
+    from multiprocessing.util import Finalize
 
     from pocketbatch.loader import FlowRecipe
+    from pocketbatch.loader._services import RunServices
 
     # Ctrl-C is the parent's to handle (finish, then cancel): a worker forked from
     # it must neither die of SIGINT nor write it into the parent's event loop.
@@ -187,14 +218,25 @@ def _init_worker(source: FlowRecipe | BaseNode) -> None:
     signal.set_wakeup_fd(-1)
 
     flow = source.load() if isinstance(source, FlowRecipe) else source
-    _worker_run = flow_runner(flow)
+    _worker_services = RunServices(settings)
+    _worker_run = flow_runner(flow, services=_worker_services)
     _worker_loop = asyncio.new_event_loop()
+    Finalize(None, _close_worker, exitpriority=10)  # run as the worker process exits
 
 
-def _run_in_worker(item: Any) -> FlowResult:
+def _close_worker() -> None:
+    if _worker_loop is not None and _worker_services is not None:
+        _worker_loop.run_until_complete(_worker_services.aclose())
+
+
+def _run_in_worker(item: Any) -> tuple[FlowResult, dict[str, int]]:
+    """The item's result, and what it spent (the worker runs one item at a time)."""
     assert _worker_run is not None, "worker not initialised"
     assert _worker_loop is not None, "worker not initialised"
-    return _worker_loop.run_until_complete(_worker_run(item))
+    assert _worker_services is not None, "worker not initialised"
+    before = _worker_services.usage.copy()
+    result = _worker_loop.run_until_complete(_worker_run(item))
+    return result, _worker_services.usage.minus(before).to_dict()
 
 
 class ProcessExecutor:
@@ -214,9 +256,20 @@ class ProcessExecutor:
     Args:
         flow: a :class:`~pocketbatch.LoadedFlow` or a picklable core flow.
         max_workers: processes (default: the number of CPUs).
+        services: how each worker's HTTP client and limiters are set up (each
+            worker has its own, so a limit set by hand holds per worker).
+
+    Attributes:
+        usage: what the items spent, summed as their results come back.
     """
 
-    def __init__(self, flow: RunnableFlow, *, max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        flow: RunnableFlow,
+        *,
+        max_workers: int | None = None,
+        services: ServiceSettings | None = None,
+    ) -> None:
         from pocketbatch.loader import LoadedFlow
 
         self._source: FlowRecipe | BaseNode
@@ -228,6 +281,8 @@ class ProcessExecutor:
             flow_runner(flow)  # type check
             self._source = flow
         self.max_workers = max_workers or os.cpu_count() or 1
+        self._settings = services
+        self.usage = Usage()
         self._pool: ProcessPoolExecutor | None = None
         # one process, for items suspected of killing workers
         self._solo: ProcessPoolExecutor | None = None
@@ -238,7 +293,9 @@ class ProcessExecutor:
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(self._source,))
+        return ProcessPoolExecutor(
+            workers, initializer=_init_worker, initargs=(self._source, self._settings)
+        )
 
     async def __aenter__(self) -> Self:
         self._pool = self._new_pool(self.max_workers)
@@ -257,7 +314,8 @@ class ProcessExecutor:
         loop = asyncio.get_running_loop()
         generation = self._generation
         try:
-            result: FlowResult = await loop.run_in_executor(self._pool, _run_in_worker, item)
+            result, spent = await loop.run_in_executor(self._pool, _run_in_worker, item)
+            self.usage.add(spent)
             return result
         except BrokenProcessPool:
             async with self._rebuild:
@@ -279,7 +337,8 @@ class ProcessExecutor:
             if self._solo is None:
                 self._solo = self._new_pool(1)
             try:
-                result: FlowResult = await loop.run_in_executor(self._solo, _run_in_worker, item)
+                result, spent = await loop.run_in_executor(self._solo, _run_in_worker, item)
+                self.usage.add(spent)
                 return result
             except BrokenProcessPool:
                 self._solo.shutdown(wait=False, cancel_futures=True)
@@ -389,20 +448,29 @@ class ExecutorSpec:
 ExecutorKind: TypeAlias = "str | ExecutorSpec"
 """An executor by name (``"async"``, ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``) or spec."""
 
-ExecutorFactory = Callable[[ExecutorSpec, "RunnableFlow | None", "Observer | None"], Executor]
-"""Makes the executor of a spec for a flow (``None``: bound later, by the runner)."""
+ExecutorFactory = Callable[
+    [ExecutorSpec, "RunnableFlow | None", "Observer | None", "ServiceSettings | None"], Executor
+]
+"""Makes the executor of a spec for a flow (``None``: bound later, by the runner),
+with the run's service settings."""
 
 
 def _async_executor(
-    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
+    spec: ExecutorSpec,
+    flow: RunnableFlow | None,
+    observer: Observer | None,
+    services: ServiceSettings | None,
 ) -> Executor:
-    return AsyncExecutor(_needs(flow), observer=observer)
+    return AsyncExecutor(_needs(flow), observer=observer, services=services)
 
 
 def _process_executor(
-    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
+    spec: ExecutorSpec,
+    flow: RunnableFlow | None,
+    observer: Observer | None,
+    services: ServiceSettings | None,
 ) -> Executor:
-    return ProcessExecutor(_needs(flow), max_workers=spec.workers)
+    return ProcessExecutor(_needs(flow), max_workers=spec.workers, services=services)
 
 
 def _needs(flow: RunnableFlow | None) -> RunnableFlow:
@@ -441,11 +509,14 @@ def make_executor(
     observer: Observer | None = None,
     chunk_size: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
+    services: ServiceSettings | None = None,
 ) -> Executor:
     """The executor for ``kind`` (``"async"``, ``"process"``, ``"ray"``,
     ``"ray://HOST:PORT"``, an :class:`ExecutorSpec`, or one you made). The options
     given override the spec's; ``chunk_size`` and ``runtime_env`` are the ray
-    executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`).
+    executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`). ``services``
+    sets up the shared HTTP client and limiters of the executors made here (not of
+    one you made).
 
     Example:
         >>> from pocketbatch import load_flow
@@ -457,7 +528,7 @@ def make_executor(
         spec = spec.with_options(
             workers=max_workers, chunk_size=chunk_size, runtime_env=runtime_env
         )
-        return _factory(spec.kind)(spec, flow, observer)
+        return _factory(spec.kind)(spec, flow, observer, services)
     if runtime_env is not None:
         raise ValueError(f"runtime_env is for the ray executor, not {kind!r}")
     if flow is not None and _is_unbound(kind):

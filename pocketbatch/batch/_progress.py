@@ -2,7 +2,9 @@
 
 On a terminal: a tqdm bar with items done, failures, items/s and ETA. Otherwise
 (a log file, CI): a plain line every ``interval`` seconds. Either way, a one-line
-summary at the end: total, succeeded, failed, wall time, items/s.
+summary at the end: total, succeeded, failed, wall time, items/s. When the run's
+HTTP builtins spent anything (a :class:`~pocketbatch.Usage`: requests, tokens in
+and out, 429s, retries, cache hits), the bar, the lines and the summary show it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
+
+from pocketbatch.core import Usage
 
 __all__ = ("Progress",)
 
@@ -35,6 +39,8 @@ class Progress:
         stream: where to write (stderr).
         interval: seconds between plain-text lines.
         clock: monotonic seconds (tests pass a fake one).
+        usage: the run's live usage counters, shown when not all zero (also
+            settable later, as the attribute ``usage``).
 
     Example:
         >>> import io
@@ -54,8 +60,10 @@ class Progress:
         stream: IO[str] | None = None,
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        usage: Usage | None = None,
     ) -> None:
         self.total = total
+        self.usage = usage
         self.done = 0
         self.failed = 0
         self._stream = stream if stream is not None else sys.stderr
@@ -82,7 +90,17 @@ class Progress:
             self.failed += 1
         if self._bar is not None:
             self._bar.update(1)
-            if not ok:
+            if self.usage:
+                self._bar.set_postfix(
+                    failed=self.failed,
+                    tokens=f"{self.usage.tokens_in}/{self.usage.tokens_out}",
+                    req=self.usage.requests,
+                    r429=self.usage.rate_limited,
+                    retries=self.usage.retries,
+                    cached=self.usage.cache_hits,
+                    refresh=False,
+                )
+            elif not ok:
                 self._bar.set_postfix(failed=self.failed, refresh=False)
         elif self._plain:
             now = self._clock()
@@ -98,7 +116,10 @@ class Progress:
         text = f"{self.done}{of} done, {self.failed} failed, {rate:.1f} items/s"
         if self.total is not None and rate > 0:
             text += f", ETA {_duration((self.total - self.done) / rate)}"
-        return text
+        return text + self._spent()
+
+    def _spent(self) -> str:
+        return f"; {self.usage.summary()}" if self.usage else ""
 
     def summary(self) -> str:
         """``total N, succeeded S, failed F, wall T s, R items/s``."""
@@ -107,7 +128,7 @@ class Progress:
         return (
             f"total {self.done}, succeeded {self.done - self.failed}, failed {self.failed}, "
             f"wall {elapsed:.1f} s, {rate:.1f} items/s"
-        )
+        ) + self._spent()
 
     def close(self) -> None:
         """Stop reporting (closes the bar)."""

@@ -23,7 +23,7 @@ from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import Executor, ExecutorKind, RunnableFlow, make_executor
 from pocketbatch.batch._lines import run_input
-from pocketbatch.core import Event, EventKind, Observer
+from pocketbatch.core import Event, EventKind, Observer, Usage
 from pocketbatch.core._events import guarded
 from pocketbatch.core._parallel import bounded_stream
 
@@ -132,6 +132,9 @@ async def iter_batch(
     max_workers: int | None = None,
     observer: Observer | None = None,
     ordered: bool = False,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    usage: Usage | None = None,
 ) -> AsyncGenerator[tuple[int, FlowResult], None]:
     """Yield ``(index, FlowResult)`` for each input as it finishes (or in input order).
 
@@ -149,6 +152,12 @@ async def iter_batch(
         max_workers: processes for the process executor.
         observer: receives each item's events (and, in-process, the flows' own).
         ordered: yield in input order instead of as items finish.
+        requests_per_minute, tokens_per_minute: limits set by hand for each
+            provider the flow's ``/builtin/openai`` steps call (for providers that
+            send no ``x-ratelimit-*`` headers; with the process executor they hold
+            per worker process).
+        usage: a :class:`~pocketbatch.Usage` to add the run's requests, tokens,
+            429s and retries to (when the executor counts them).
 
     Example:
         >>> import asyncio
@@ -160,20 +169,34 @@ async def iter_batch(
         >>> asyncio.run(main())
         [(0, 1), (1, 2)]
     """
+    from pocketbatch.loader._services import ServiceSettings
+
     name = getattr(flow, "name", None) or type(flow).__name__
-    runner = make_executor(executor, flow, max_workers=max_workers, observer=observer)
-    async with runner:
-        stream = stream_results(
-            runner,
-            inputs,
-            max_concurrency=max_concurrency,
-            ordered=ordered,
-            observer=observer,
-            name=str(name),
-        )
-        async with aclosing(stream):
-            async for pair in stream:
-                yield pair
+    settings = ServiceSettings(
+        max_connections=max_concurrency,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+    )
+    runner = make_executor(
+        executor, flow, max_workers=max_workers, observer=observer, services=settings
+    )
+    try:
+        async with runner:
+            stream = stream_results(
+                runner,
+                inputs,
+                max_concurrency=max_concurrency,
+                ordered=ordered,
+                observer=observer,
+                name=str(name),
+            )
+            async with aclosing(stream):
+                async for pair in stream:
+                    yield pair
+    finally:
+        spent = getattr(runner, "usage", None)
+        if usage is not None and isinstance(spent, Usage):
+            usage.add(spent)
 
 
 async def evaluate_batch(
@@ -185,6 +208,9 @@ async def evaluate_batch(
     executor: ExecutorKind | Executor = "async",
     max_workers: int | None = None,
     observer: Observer | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    usage: Usage | None = None,
 ) -> list[FlowResult]:
     """Run ``flow`` over every input; the results, in input order.
 
@@ -194,8 +220,8 @@ async def evaluate_batch(
     failure raises :class:`BatchItemError` and the items in flight are cancelled.
 
     Args:
-        flow, inputs, max_concurrency, executor, max_workers, observer: as for
-            :func:`iter_batch`.
+        flow, inputs, max_concurrency, executor, max_workers, observer,
+            requests_per_minute, tokens_per_minute, usage: as for :func:`iter_batch`.
         on_error: ``"collect"`` or ``"raise"``.
 
     Example:
@@ -216,6 +242,9 @@ async def evaluate_batch(
         executor=executor,
         max_workers=max_workers,
         observer=observer,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        usage=usage,
     )
     async with aclosing(stream):  # on a raise, in-flight items are cancelled at once
         async for index, result in stream:
@@ -236,6 +265,9 @@ def run_batch(
     executor: ExecutorKind | Executor = "async",
     max_workers: int | None = None,
     observer: Observer | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    usage: Usage | None = None,
 ) -> list[FlowResult]:
     """Blocking twin of :func:`evaluate_batch` (not for use inside an event loop).
 
@@ -259,5 +291,8 @@ def run_batch(
             executor=executor,
             max_workers=max_workers,
             observer=observer,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            usage=usage,
         )
     )

@@ -53,6 +53,8 @@ def run_batch(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             chunk_size=args.chunk_size,
             force=args.force,
+            requests_per_minute=args.requests_per_minute,
+            tokens_per_minute=args.tokens_per_minute,
         )
     except ResumeError as exc:
         raise UsageError(str(exc)) from None

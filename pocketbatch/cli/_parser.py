@@ -4,6 +4,7 @@ the argument types that check flag values (exit 2 with argparse's usage line).""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -121,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, metavar="N", help="processes for --executor process"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    batch.add_argument(
+        "--requests-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider the flow calls to N requests a minute "
+        "(default: learned from its x-ratelimit-* headers; per worker with --executor process)",
+    )
+    batch.add_argument(
+        "--tokens-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider to N tokens a minute (estimated before sending: "
+        "characters / 4 plus max_tokens)",
+    )
     cache_options(batch)
 
     serve = sub.add_parser("serve", help="serve batches over HTTP (needs the server extra)")
@@ -304,6 +319,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 

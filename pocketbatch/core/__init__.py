@@ -8,6 +8,7 @@ Modules, each importing only the ones above it:
 
 - ``_events``: :class:`Event`, observers, and the reports a run makes;
 - ``_retry``: retry delays, option checks, :class:`RateLimiter`;
+- ``_limits``: :class:`ProviderLimiter` (a provider's request and token budgets) and :class:`Usage`;
 - ``_base``: :class:`BaseNode`, the hooks, ``>>`` wiring, the per-step copy;
 - ``_items``: :class:`ItemError` and what every batch class shares per item;
 - ``_node``: :class:`Node` (retries, fallback) and :class:`BatchNode`;
@@ -29,6 +30,7 @@ from pocketbatch.core._flow import (
     Flow,
 )
 from pocketbatch.core._items import ItemError
+from pocketbatch.core._limits import ProviderLimiter, Usage
 from pocketbatch.core._node import BatchNode, Node, NodeOptions
 from pocketbatch.core._parallel import AsyncParallelBatchNode, bounded_map
 from pocketbatch.core._pool import ParallelBatchNode
@@ -52,6 +54,8 @@ __all__ = (
     "NodeOptions",
     "Observer",
     "ParallelBatchNode",
+    "ProviderLimiter",
     "RateLimiter",
+    "Usage",
     "bounded_map",
 )

@@ -48,6 +48,7 @@ from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import ExecutorSpec, RunnableFlow, Runner, flow_runner
 from pocketbatch.core import BaseNode, Observer
 from pocketbatch.loader import FlowRecipe, LoadedFlow
+from pocketbatch.loader._services import RunServices, ServiceSettings
 
 __all__ = ("RayExecutor", "RayPool", "RaySession", "ray_executor")
 
@@ -175,13 +176,14 @@ class _FlowActor:
 
         self._runners: OrderedDict[str, Runner] = OrderedDict()
         self._loop = asyncio.new_event_loop()
+        self._services = RunServices()  # the actor's pooled client and limiters, for its life
 
     def load(self, key: str, source: FlowRecipe | BaseNode) -> bool:
         if key in self._runners:
             self._runners.move_to_end(key)
             return True
         flow = source.load() if isinstance(source, FlowRecipe) else source
-        self._runners[key] = flow_runner(flow)
+        self._runners[key] = flow_runner(flow, services=self._services)
         while len(self._runners) > _FLOWS_KEPT:
             self._runners.popitem(last=False)
         return True
@@ -538,13 +540,18 @@ class RayExecutor:
 
 
 def ray_executor(
-    spec: ExecutorSpec, flow: RunnableFlow | None, observer: Observer | None
+    spec: ExecutorSpec,
+    flow: RunnableFlow | None,
+    observer: Observer | None,
+    services: ServiceSettings | None = None,
 ) -> RayExecutor:
     """The executor for ``spec`` (kind ``"ray"``): what
     :func:`~pocketbatch.batch.make_executor` makes for ``"ray"`` and ``"ray://HOST:PORT"``.
 
     Its ``workers`` are not used: the executor starts one actor per CPU of the
-    cluster (``workers`` sizes a :class:`RaySession`'s shared pool)."""
+    cluster (``workers`` sizes a :class:`RaySession`'s shared pool). ``services``
+    is not used yet: each actor keeps one pooled client and its own limiters with
+    the default settings, and usage does not travel back from actors."""
     return RayExecutor(
         flow, address=spec.address, chunk_size=spec.chunk_size or 16, runtime_env=spec.runtime_env
     )

@@ -1,6 +1,10 @@
 """The builtins that reach the network: ``/http/request`` and ``/builtin/openai``.
 
-Both send one request on a short-lived httpx client (imported only when one runs).
+Both send on the run's pooled httpx client (:class:`~pocketbatch.loader._services.RunServices`
+from the call context; httpx is imported only when one runs), or, called outside a
+run, on a client made for the one call. ``/builtin/openai`` also waits for its
+provider's :class:`~pocketbatch.ProviderLimiter`, retries transient failures by
+itself (:data:`~pocketbatch.loader._services.DEFAULT_RETRY`) and counts usage.
 Under a :class:`~pocketbatch.loader.NetworkPolicy` (``options.network``, set by the
 server) the request goes through a
 :class:`~pocketbatch.loader._transport.GuardedTransport`, which refuses addresses
@@ -16,9 +20,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pocketbatch._errors import ComponentError
+from pocketbatch.core._limits import estimate_tokens, retry_after
 from pocketbatch.loader._builtin_base import Builtin, type_name
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._network import NetworkPolicy
+from pocketbatch.loader._services import RetryPolicy, RunServices, ServiceSettings
 
 if TYPE_CHECKING:
     import httpx  # imported when a request is sent, with _transport
@@ -55,9 +61,11 @@ async def _send(
     *,
     seconds: float,
     network: NetworkPolicy | None = None,
+    services: RunServices | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send one request on a short-lived client, mapping transport failures to codes.
+    """Send one request on the run's client (``services``), else on a short-lived
+    one, mapping transport failures to codes.
 
     ``UNREACHABLE`` for connection problems, ``TIMEOUT`` for timeouts and
     ``INVALID_INPUT`` for URLs httpx cannot use. Messages carry no headers, so
@@ -71,6 +79,9 @@ async def _send(
     import httpx  # here, not at the top: ``import pocketbatch`` stays free of httpx
 
     try:
+        if services is not None:
+            shared = services.client(network)
+            return await shared.request(method, url, timeout=seconds, **kwargs)
         if network is None:
             client = httpx.AsyncClient(timeout=seconds)
         else:
@@ -95,6 +106,95 @@ async def _send(
         raise ComponentError(
             "UNREACHABLE", f"{component.path}: cannot reach {url}: {detail}"
         ) from None
+
+
+_RETRIED_STATUS: Final = frozenset({408, 429})
+_RETRIED_CODES: Final = frozenset({"TIMEOUT", "UNREACHABLE"})
+
+
+async def _send_llm(
+    component: Builtin,
+    ctx: CallContext,
+    provider: tuple[str, str | None, tuple[float | None, float | None]],
+    tokens: int,
+    url: str,
+    *,
+    seconds: float,
+    **kwargs: Any,
+) -> httpx.Response:
+    """POST to an LLM provider: wait for its limiter, retry transient failures.
+
+    ``provider`` is ``(base_url, api_key, (requests_per_minute, tokens_per_minute))``,
+    the limits set by hand in the step (``None``: not set). 429, 408, 5xx, timeouts
+    and connection errors are retried with the run's
+    :class:`~pocketbatch.loader._services.RetryPolicy` (``retry-after-ms`` /
+    ``retry-after`` honoured), unless the step has ``on_error: retry``
+    (``ctx.step_retries``: then the flow's policy retries, and this sends once); a
+    429 or 503 pauses the provider's limiter either way, so every item waits. The
+    last failing reply is returned (a transport error raised). Called outside a
+    run (no ``ctx.services``: the component on its own) it sends once.
+    """
+    if ctx.services is None:  # called outside a run: one attempt, on a client for it
+        async with RunServices(ServiceSettings(retry=RetryPolicy(attempts=1))) as own:
+            alone = CallContext(ctx.step_id, ctx.flow_dir, ctx.variables, ctx.options, services=own)
+            return await _send_llm(
+                component, alone, provider, tokens, url, seconds=seconds, **kwargs
+            )
+    services = ctx.services
+    base_url, credential, (per_minute, tokens_per_minute) = provider
+    limiter = services.limiter(base_url, credential)
+    for url, configured_requests, configured_tokens in ctx.options.provider_limits:
+        if url == base_url.rstrip("/"):  # pocketbatch.yaml's providers; the step's win
+            per_minute = per_minute or configured_requests
+            tokens_per_minute = tokens_per_minute or configured_tokens
+    limiter.set_limits(requests_per_minute=per_minute, tokens_per_minute=tokens_per_minute)
+    usage = services.usage
+    attempts = 1 if ctx.step_retries else services.settings.retry.attempts
+    policy = services.settings.retry
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with limiter.request(tokens):
+                usage.requests += 1
+                response = await _send(
+                    component,
+                    "POST",
+                    url,
+                    seconds=seconds,
+                    network=ctx.options.network,
+                    services=services,
+                    **kwargs,
+                )
+        except ComponentError as exc:
+            if exc.code not in _RETRIED_CODES or attempt >= attempts:
+                raise
+            wait = policy.delay(attempt)
+        else:
+            limiter.update_from_headers(response.headers)
+            status = response.status_code
+            if status not in _RETRIED_STATUS and status < 500:
+                return response
+            if status == 429:
+                usage.rate_limited += 1
+            asked = retry_after(response.headers)
+            wait = policy.delay(attempt, asked)
+            if status in (429, 503):
+                limiter.pause(wait)  # everyone waits, not just this item
+            if attempt >= attempts:
+                return response
+        usage.retries += 1
+        await services.sleep(wait)
+
+
+def _count_tokens(services: RunServices | None, reported: Any) -> None:
+    """Add a reply's ``usage`` (``prompt_tokens``, ``completion_tokens``) to the run's."""
+    if services is None or not isinstance(reported, Mapping):
+        return
+    for ours, theirs in (("tokens_in", "prompt_tokens"), ("tokens_out", "completion_tokens")):
+        value = reported.get(theirs)
+        if isinstance(value, int) and not isinstance(value, bool):
+            setattr(services.usage, ours, getattr(services.usage, ours) + value)
 
 
 def _string_map(component: Builtin, value: Any, name: str) -> dict[str, str] | None:
@@ -158,6 +258,19 @@ class OpenAIChat(Builtin):
     >= 400 and malformed replies ``COMPONENT_FAILED`` (the message has the status
     and the start of the body), connection errors ``UNREACHABLE``, timeouts
     ``TIMEOUT``. The API key never appears in a message.
+
+    Sending: on the run's pooled client, after waiting for the provider's
+    :class:`~pocketbatch.ProviderLimiter` (one per base URL and key for the run;
+    optional inputs ``requests_per_minute`` and ``tokens_per_minute`` set its limits
+    by hand, else they are learned from ``x-ratelimit-*`` headers). A request's
+    tokens are estimated as the characters of its messages / 4 plus
+    ``max_tokens``. 429, 408, 5xx, timeouts and connection errors are retried
+    by default (5 attempts, backoff 0.5 s doubling to 30 s with full jitter, or
+    the reply's ``retry-after-ms``/``retry-after`` when longer; a 429/503 pauses
+    the provider for every item); the failure above is raised only after the
+    last attempt. (Those are the run's: called on its own, outside a flow, the
+    builtin sends once.) The reply's ``usage`` is added to the run's
+    :class:`~pocketbatch.Usage`.
 
     Example:
         >>> import asyncio
@@ -239,11 +352,25 @@ class OpenAIChat(Builtin):
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
 
+        limits = (
+            self.field(data, "requests_per_minute", "a number"),
+            self.field(data, "tokens_per_minute", "a number"),
+        )
+        tokens = estimate_tokens(messages, max_tokens)
         try:
-            response = await _send(
-                self, "POST", url, seconds=timeout, network=network, json=body, headers=headers
+            response = await _send_llm(
+                self,
+                ctx,
+                (base_url, api_key, limits),
+                tokens,
+                url,
+                json=body,
+                headers=headers,
+                seconds=timeout,
             )
-            return self._result(response, model)
+            result = self._result(response, model)
+            _count_tokens(ctx.services, result["usage"])
+            return result
         except ComponentError as exc:
             if api_key and api_key in exc.message:  # e.g. a server that echoes the key back
                 raise ComponentError(
@@ -351,7 +478,13 @@ class HttpRequest(Builtin):
         elif body is not None:
             kwargs["content"] = body.encode("utf-8")
         response = await _send(
-            self, method.upper(), url, seconds=timeout, network=ctx.options.network, **kwargs
+            self,
+            method.upper(),
+            url,
+            seconds=timeout,
+            network=ctx.options.network,
+            services=ctx.services,
+            **kwargs,
         )
 
         parsed: Any = None

@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pocketbatch._errors import ComponentError
 from pocketbatch._result import FlowResult
 from pocketbatch.loader._network import NetworkPolicy
+
+if TYPE_CHECKING:
+    from pocketbatch.loader._services import RunServices
 
 __all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions", "Subflow")
 
@@ -46,6 +49,8 @@ class LoaderOptions:
             where the environment's API key may go (a
             :class:`~pocketbatch.loader.NetworkPolicy`); ``None``, the default, means
             anywhere (the server sets one: ``--allow-host``, ``--allow-network``).
+        provider_limits: ``(base_url, requests_per_minute, tokens_per_minute)`` set
+            by hand for ``/builtin/openai`` (``providers`` in ``pocketbatch.yaml``).
     """
 
     allow_python_imports: bool = True
@@ -53,6 +58,7 @@ class LoaderOptions:
     load_file_anywhere: bool = False
     python_modules: frozenset[str] | None = None
     network: NetworkPolicy | None = None
+    provider_limits: tuple[tuple[str, float | None, float | None], ...] = ()
 
 
 @dataclass
@@ -67,6 +73,12 @@ class CallContext:
         load_subflow: compile a nested flow (a dict, or a path relative to
             ``flow_dir``) with the same registry and config; used by
             ``/builtin/eval`` and ``/builtin/map``.
+        services: the run's HTTP client pool, provider limiters and usage
+            counters (:class:`~pocketbatch.loader._services.RunServices`); ``None``
+            outside a run (a builtin then uses a client for the one call).
+        step_retries: the step has ``on_error: retry``: the flow retries it, so a
+            component that retries by itself (``/builtin/openai``) sends once per
+            call instead (retries of retries would multiply the requests).
     """
 
     step_id: str
@@ -74,6 +86,8 @@ class CallContext:
     variables: Mapping[str, Any]
     options: LoaderOptions = field(default_factory=LoaderOptions)
     load_subflow: Callable[[Any], Subflow] | None = None
+    services: RunServices | None = None
+    step_retries: bool = False
 
 
 class Subflow(Protocol):
@@ -84,7 +98,11 @@ class Subflow(Protocol):
     """
 
     async def run_async(
-        self, input: Any, *, variables: Mapping[str, Any] | None = None
+        self,
+        input: Any,
+        *,
+        variables: Mapping[str, Any] | None = None,
+        services: RunServices | None = None,
     ) -> FlowResult: ...
 
 

@@ -151,6 +151,8 @@ class ComponentConfig:
         load_file_root: the directory ``/builtin/load_file`` (and sub-flow paths of
             ``/builtin/eval`` and ``/builtin/map``) is confined to.
         load_file_anywhere: lift that confinement.
+        providers: base URL -> ``(requests_per_minute, tokens_per_minute)`` set by
+            hand for ``/builtin/openai`` (pocketbatch format's ``providers``).
 
     Example:
         >>> config = ComponentConfig(mocks={"/m": MockComponent("/m", [(1, "success", 2)])})
@@ -166,6 +168,7 @@ class ComponentConfig:
     python_imports: bool | None = None
     load_file_root: Path | None = None
     load_file_anywhere: bool | None = None
+    providers: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     plugins: dict[str, _Plugin] = field(default_factory=dict, repr=False)
     plugin_routes: list[_PluginRoute] = field(default_factory=list, repr=False)
     locations: dict[str, str] = field(default_factory=dict, repr=False)

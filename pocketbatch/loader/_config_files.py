@@ -141,7 +141,9 @@ def options_from_config(
     allow = allow_python_imports
     root = None
     anywhere = False
+    providers: tuple[tuple[str, float | None, float | None], ...] = ()
     if parsed is not None:
+        providers = tuple((url, *limits) for url, limits in parsed.providers.items())
         if parsed.python_imports is False:
             allow = False
         root = parsed.load_file_root
@@ -150,4 +152,5 @@ def options_from_config(
         allow_python_imports=allow,
         load_file_root=root or flow_dir,
         load_file_anywhere=anywhere,
+        provider_limits=providers,
     )

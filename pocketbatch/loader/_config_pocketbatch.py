@@ -16,7 +16,8 @@ from pocketbatch.loader._source import DocPath, PairList
 
 __all__ = ("read_pocketbatch",)
 
-_TOP_KEYS = ("routes", "mocks", "python_imports", "load_file")
+_TOP_KEYS = ("routes", "mocks", "python_imports", "load_file", "providers")
+_PROVIDER_KEYS = ("requests_per_minute", "tokens_per_minute")
 _ROUTE_KEYS = ("module", "components")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -69,7 +70,39 @@ def read_pocketbatch(r: ConfigReader, data: dict[Any, Any], file: Path) -> Compo
     config.load_file_anywhere = r.boolean(
         load_file.get("anywhere"), ("load_file", "anywhere"), "'load_file.anywhere'"
     )
+    providers = r.mapping(data.get("providers"), ("providers",), "'providers'")
+    for index, (base_url, limits) in enumerate(providers.items()):
+        config.providers[str(base_url).rstrip("/")] = _provider_limits(
+            r, base_url, limits, child_path(("providers",), base_url, index)
+        )
     return config
+
+
+def _provider_limits(
+    r: ConfigReader, base_url: Any, value: Any, where: DocPath
+) -> tuple[float | None, float | None]:
+    """A provider's limits by hand: ``{requests_per_minute?, tokens_per_minute?}``,
+    each a number > 0, under its base URL (``https://api.openai.com/v1``)."""
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise r.error(
+            f"a provider is named by its base URL, like 'https://api.openai.com/v1'; "
+            f"got {base_url!r}",
+            where,
+        )
+    limits = r.mapping(value, where, f"provider {base_url!r}")
+    r.keys(limits, where, _PROVIDER_KEYS, f"provider {base_url!r}")
+    found: list[float | None] = []
+    for key in _PROVIDER_KEYS:
+        number = limits.get(key)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int | float) or not number > 0
+        ):
+            raise r.error(
+                f"provider {base_url!r}: {key!r} must be a number > 0, got {kind_of(number)}",
+                (*where, key),
+            )
+        found.append(None if number is None else float(number))
+    return found[0], found[1]
 
 
 def _route_components(r: ConfigReader, prefix: str, value: Any, where: DocPath) -> dict[str, str]:

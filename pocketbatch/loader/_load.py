@@ -40,6 +40,7 @@ from pocketbatch.loader._nested import nested_components
 from pocketbatch.loader._nodes import DataflowNode, ForEachStepNode, StepNode
 from pocketbatch.loader._registry import ComponentRegistry
 from pocketbatch.loader._resolve import Resolver, UnknownComponent
+from pocketbatch.loader._services import RunServices
 from pocketbatch.loader._source import (
     MAX_DEPTH,
     DocPath,
@@ -181,6 +182,7 @@ class LoadedFlow:
         *,
         variables: Mapping[str, Any] | None = None,
         observer: Observer | None = None,
+        services: RunServices | None = None,
     ) -> FlowResult:
         """Run the flow once on ``input`` and return its :class:`FlowResult`.
 
@@ -191,7 +193,22 @@ class LoadedFlow:
             input: the flow's input (validated against its input schema).
             variables: run variables, over those given to :func:`load_flow`.
             observer: receives core events for the steps (see :class:`~pocketbatch.Event`).
+            services: the HTTP clients, provider limiters and usage counters to
+                share with other runs (a batch's executor passes its own); without
+                them this run makes its own and closes them when it ends.
         """
+        if services is None:
+            async with RunServices() as own:
+                return await self._run(input, variables, observer, own)
+        return await self._run(input, variables, observer, services)
+
+    async def _run(
+        self,
+        input: Any,
+        variables: Mapping[str, Any] | None,
+        observer: Observer | None,
+        services: RunServices,
+    ) -> FlowResult:
         problem = self.check_input(input)
         if problem is not None:
             return FlowResult("failed", error=problem)
@@ -199,7 +216,7 @@ class LoadedFlow:
         problem = self.check_variables(merged)
         if problem is not None:
             return FlowResult("failed", error=problem)
-        state = RunState(self, input, merged)
+        state = RunState(self, input, merged, services)
         try:
             await self.graph.run_async(state, observer=observer)
             if self.spec.control_flow:
@@ -273,13 +290,16 @@ class LoadedFlow:
 
     # -- helpers for steps and builtins ----------------------------------------------------
 
-    def _call_context(self, step: str, variables: Mapping[str, Any]) -> CallContext:
+    def _call_context(
+        self, step: str, variables: Mapping[str, Any], services: RunServices | None = None
+    ) -> CallContext:
         return CallContext(
             step_id=step,
             flow_dir=self.flow_dir,
             variables=variables,
             options=self.options,
             load_subflow=self.load_subflow,
+            services=services,
         )
 
     def load_subflow(self, source: Any, where: DocPath | None = None) -> LoadedFlow:

@@ -58,7 +58,9 @@ class EvalComponent:
 
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         sub = _subflow(input, ctx, "/builtin/eval", ("flow", "flow_id", "workflow"))
-        result = await sub.run_async(input.get("input"), variables=ctx.variables)
+        result = await sub.run_async(
+            input.get("input"), variables=ctx.variables, services=ctx.services
+        )
         return {"result": result.to_dict(), "run_id": uuid.uuid4().hex}
 
 
@@ -70,7 +72,9 @@ class _RunItem(AsyncNode[dict[str, Any], Any, Any]):
 
     async def post_async(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> Any:
         flow: Subflow = shared["flow"]
-        result = await flow.run_async(self.params["item"], variables=shared["variables"])
+        result = await flow.run_async(
+            self.params["item"], variables=shared["variables"], services=shared["services"]
+        )
         shared["results"][self.params["index"]] = result
         return None
 
@@ -119,7 +123,13 @@ class MapComponent:
                 "INVALID_INPUT", "/builtin/map: 'max_concurrency' must be a whole number >= 1"
             )
         results: list[FlowResult | None] = [None] * len(items)
-        shared = {"flow": sub, "items": items, "results": results, "variables": ctx.variables}
+        shared = {
+            "flow": sub,
+            "items": items,
+            "results": results,
+            "variables": ctx.variables,
+            "services": ctx.services,
+        }
         await _MapBatch(start=_RunItem(), max_concurrency=limit, name=ctx.step_id).run_async(shared)
         done = [r for r in results if r is not None]
         return {

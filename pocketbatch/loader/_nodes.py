@@ -114,12 +114,16 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
 
     async def _call(self, value: Any) -> Any:
         assert self.state is not None
-        context = self.flow._call_context(self.spec.id, self.state.variables)
+        context = self.flow._call_context(self.spec.id, self.state.variables, self.state.services)
+        if self.spec.on_error.action == "retry":
+            context.step_retries = True
         cache = self.flow._step_cache() if self.spec.cache is not None else None
         key = self._cache_key(cache, value, context) if cache is not None else None
         if cache is not None and key is not None:
             found, stored = await cache.lookup_async(key)
             if found:
+                if context.services is not None:
+                    context.services.usage.cache_hits += 1
                 return stored
         try:
             result = await self.component(value, context)

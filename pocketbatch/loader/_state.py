@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pocketbatch._result import FlowError
 from pocketbatch.loader._cache import StepCache
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._expr import Expr, NeedStep, StepSkipped
 from pocketbatch.loader._spec import FlowSpec
+
+if TYPE_CHECKING:
+    from pocketbatch.loader._services import RunServices
 
 __all__ = ("CompiledFlow", "RunState", "StepFailed", "StepRunner")
 
@@ -56,7 +59,9 @@ class CompiledFlow(Protocol):
 
     def _variable_fallback(self, name: str) -> Any: ...
 
-    def _call_context(self, step: str, variables: Mapping[str, Any]) -> CallContext: ...
+    def _call_context(
+        self, step: str, variables: Mapping[str, Any], services: RunServices | None = None
+    ) -> CallContext: ...
 
     def _step_cache(self) -> StepCache | None: ...
 
@@ -64,10 +69,17 @@ class CompiledFlow(Protocol):
 class RunState:
     """The shared store of one run: input, variables, step results, running steps."""
 
-    def __init__(self, flow: CompiledFlow, input: Any, variables: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        input: Any,
+        variables: Mapping[str, Any],
+        services: RunServices | None = None,
+    ) -> None:
         self.flow = flow
         self.input = input
         self.variables = variables
+        self.services = services  # the run's HTTP clients, limiters and usage
         self.item: Any = None
         self.outputs: dict[str, Any] = {}
         self.status: dict[str, str] = {}

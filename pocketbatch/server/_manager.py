@@ -32,6 +32,7 @@ from pocketbatch.batch._executors import Executor, ExecutorSpec
 from pocketbatch.batch._jsonl import encode_record, record
 from pocketbatch.batch._lines import InputProblem, Line, parse_line, run_input
 from pocketbatch.batch._runner import stream_results
+from pocketbatch.core import Usage
 from pocketbatch.executors import SharedExecutors, open_shared_executors
 from pocketbatch.server._store import Store
 
@@ -120,6 +121,7 @@ class BatchManager:
         self.executor = spec.with_options(workers=max_workers)
         self.max_workers = max_workers
         self.in_flight: dict[str, int] = {}  # items running now, by batch
+        self._usage: dict[str, tuple[Usage, Usage]] = {}  # by running batch: (stored, live)
         self._load_text = load
         self._flows: OrderedDict[str, LoadedFlow] = OrderedDict()
         self._flows_lock = threading.Lock()
@@ -193,6 +195,9 @@ class BatchManager:
         try:
             flow = await asyncio.to_thread(self.load, row.flow)  # off the event loop
             inner = self._executors.executor(flow)
+            live = getattr(inner, "usage", None)  # the executor's counters, when it has them
+            if isinstance(live, Usage):
+                self._usage[batch_id] = (Usage(**(row.usage or {})), live)
             executor = _BatchExecutor(inner, self._slots, self.in_flight, batch_id)
             items = (
                 _Indexed(index, _decode_line(blob))
@@ -245,6 +250,10 @@ class BatchManager:
                     flush_later.cancel()
                 if pending:
                     writes.append(self.store.add_outputs_nowait(pending))
+                spent = self.usage_of(batch_id, row.usage)
+                self._usage.pop(batch_id, None)
+                if spent and any(spent.values()):  # kept across restarts, added to next time
+                    writes.append(self.store.set_usage_nowait(batch_id, spent))
                 # Closing: the store's close() finishes the queued writes (or, on a
                 # full disk, leaves those inputs to run again at the next start).
                 if status != "running":
@@ -289,6 +298,17 @@ class BatchManager:
         if self._executors is not None:
             self._executors.close()
             self._executors = None
+
+    def usage_of(self, batch_id: str, stored: dict[str, int] | None) -> dict[str, int] | None:
+        """What a batch's LLM calls spent: the ``stored`` figure plus, while it runs,
+        what its executor has counted since it (re)started."""
+        found = self._usage.get(batch_id)
+        if found is None:
+            return stored
+        before, live = found
+        total = before.copy()
+        total.add(live)
+        return total.to_dict()
 
     def running(self, batch_id: str) -> bool:
         return batch_id in self._tasks

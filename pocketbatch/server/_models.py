@@ -21,6 +21,7 @@ __all__ = (
     "Health",
     "RunRequest",
     "StorageProblemView",
+    "UsageView",
     "inline_schema",
     "request_body",
 )
@@ -47,6 +48,17 @@ class StorageProblemView(BaseModel):
     since: float = Field(description="Unix time")
 
 
+class UsageView(BaseModel):
+    """What a batch's LLM calls spent (summed over its items)."""
+
+    requests: int = 0
+    tokens_in: int = Field(default=0, description="prompt tokens, from the replies' usage")
+    tokens_out: int = Field(default=0, description="completion tokens")
+    rate_limited: int = Field(default=0, description="429 replies")
+    retries: int = 0
+    cache_hits: int = 0
+
+
 class BatchView(BaseModel):
     """A batch's status and counts."""
 
@@ -61,6 +73,11 @@ class BatchView(BaseModel):
     max_concurrent: int
     created: float
     finished: float | None
+    usage: UsageView | None = Field(
+        default=None,
+        description="what its LLM calls spent: live while it runs (in-process and "
+        "process executors), stored when it stops; null when nothing was counted",
+    )
     running: int = Field(description="inputs running now")
     storage_error: StorageProblemView | None = Field(
         description="writes are failing (a full disk): the batch waits and retries; "

@@ -39,6 +39,7 @@ from pocketbatch.server._models import (
     Health,
     RunRequest,
     StorageProblemView,
+    UsageView,
     inline_schema,
     request_body,
 )
@@ -118,7 +119,12 @@ def described(row: BatchRow, store: Store, manager: BatchManager) -> BatchView:
         **row.to_dict(),
         running=manager.in_flight.get(row.id, 0),
         storage_error=StorageProblemView(**problem.to_dict()) if problem and waits else None,
+        usage=_usage(manager.usage_of(row.id, row.usage)),
     )
+
+
+def _usage(spent: dict[str, int] | None) -> UsageView | None:
+    return UsageView(**spent) if spent and any(spent.values()) else None
 
 
 _NO_SPACE: dict[int | str, dict[str, Any]] = {

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,7 @@ class BatchRow:
     finished: float | None
     done: int
     succeeded: int
+    usage: dict[str, int] | None = None  # what its LLM calls spent, stored when it stopped
 
     @property
     def failed(self) -> int:
@@ -241,6 +243,9 @@ class Store:
         self._local = threading.local()
         writer = self._connect()
         writer.executescript(_SCHEMA)
+        columns = {r[1] for r in writer.execute("PRAGMA table_info(batches)")}
+        if "usage" not in columns:  # a database from before usage was kept
+            writer.execute("ALTER TABLE batches ADD COLUMN usage TEXT")
         writer.commit()
         self._writer: sqlite3.Connection | None = writer
         self._thread = threading.Thread(
@@ -467,6 +472,16 @@ class Store:
 
         await self._write(update)
 
+    def set_usage_nowait(self, batch_id: str, usage: Mapping[str, int]) -> Future[Any]:
+        """Store what a batch's LLM calls spent (a :class:`~pocketbatch.Usage` as a
+        dict), in the background."""
+        text = json.dumps(dict(usage), sort_keys=True)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE batches SET usage = ? WHERE id = ?", (text, batch_id))
+
+        return self.write(update)
+
     # -- reading ------------------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
@@ -480,7 +495,7 @@ class Store:
         """A batch with its counts, or ``None``."""
         conn = self._reader()
         row = conn.execute(
-            "SELECT id, name, flow, status, total, max_concurrent, created, finished "
+            "SELECT id, name, flow, status, total, max_concurrent, created, finished, usage "
             "FROM batches WHERE id = ?",
             (batch_id,),
         ).fetchone()
@@ -489,8 +504,11 @@ class Store:
         done, ok = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(ok), 0) FROM outputs WHERE batch_id = ?", (batch_id,)
         ).fetchone()
-        id_, name, flow, status, total, max_concurrent, created, finished = row
-        return BatchRow(id_, name, flow, status, total, max_concurrent, created, finished, done, ok)
+        id_, name, flow, status, total, max_concurrent, created, finished, usage = row
+        spent = json.loads(usage) if usage else None
+        return BatchRow(
+            id_, name, flow, status, total, max_concurrent, created, finished, done, ok, spent
+        )
 
     def list_batches(self, *, limit: int, offset: int) -> tuple[list[BatchRow], int]:
         """Batches, newest first, and how many there are in all."""

@@ -1,0 +1,197 @@
+"""What a run lends its HTTP builtins: :class:`RunServices` (one pooled HTTP client
+per network policy, a :class:`~pocketbatch.ProviderLimiter` per provider, the
+run's :class:`~pocketbatch.Usage`) and the retry policy of LLM steps.
+
+Whoever runs items owns one: an executor for its batch (one per worker process or
+Ray actor), or :meth:`~pocketbatch.LoadedFlow.run_async` for a single run. Builtins
+reach it through :attr:`~pocketbatch.loader._component.CallContext.services` and
+never build clients of their own. Nothing here is process-wide: two runs side by
+side have two of everything. httpx is imported when the first client is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from pocketbatch.core._limits import ProviderLimiter, Usage
+from pocketbatch.loader._network import NetworkPolicy
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ("DEFAULT_RETRY", "RetryPolicy", "RunServices", "ServiceSettings")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How LLM steps retry transient failures (429, 5xx, timeouts, connection
+    errors) by themselves: up to ``attempts`` tries in all, sleeping a uniformly
+    random ``[0, min(cap, base * 2 ** (n - 1))]`` seconds after the n-th failure
+    ("full jitter"), or the ``retry-after-ms``/``retry-after`` the reply asked for
+    when that is longer. Other 4xx are not retried.
+
+    Example:
+        >>> RetryPolicy().attempts, RetryPolicy().base, RetryPolicy().cap
+        (5, 0.5, 30.0)
+        >>> RetryPolicy(attempts=3, base=1.0, cap=2.0).delay(5, rng=lambda a, b: b)
+        2.0
+    """
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"retry attempts must be >= 1, got {self.attempts}")
+
+    def delay(
+        self,
+        failed: int,
+        retry_after: float | None = None,
+        *,
+        rng: Callable[[float, float], float] = random.uniform,
+    ) -> float:
+        """Seconds to sleep after the ``failed``-th failed attempt."""
+        backoff = rng(0.0, min(self.cap, self.base * 2 ** (failed - 1)))
+        return max(backoff, retry_after or 0.0)
+
+
+DEFAULT_RETRY: Final = RetryPolicy()
+"""5 attempts, base 0.5 s, cap 30 s, full jitter."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How a run's :class:`RunServices` are set up; plain data, so it travels to
+    worker processes.
+
+    Attributes:
+        max_connections: the HTTP pool's size per client (follows the batch's
+            ``max_concurrency``); as many kept alive.
+        requests_per_minute, tokens_per_minute: limits set by hand for every
+            provider of the run (``None``: learned from headers only).
+        retry: the retry policy of ``/builtin/openai``.
+
+    Example:
+        >>> ServiceSettings(max_connections=32, requests_per_minute=500).tokens_per_minute is None
+        True
+    """
+
+    max_connections: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    retry: RetryPolicy = DEFAULT_RETRY
+
+
+class RunServices:
+    """A run's shared HTTP clients, provider limiters and usage counters.
+
+    Args:
+        settings: pool size, limits by hand, retry policy.
+        limiters: limiters you made, by base URL (e.g. ``{"https://api.openai.com/v1":
+            limiter}``), used for every key at that URL; the others are made on
+            first use, one per base URL and key.
+        usage: where to count (default: a new :class:`~pocketbatch.Usage`).
+        clock, sleep: for the limiters and the retry waits (tests pass fakes).
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     async with RunServices(ServiceSettings(requests_per_minute=60)) as services:
+        ...         a = services.limiter("http://llm.local/v1", "key")
+        ...         return a is services.limiter("http://llm.local/v1/", "key"), a.statistics()
+        >>> same, stats = asyncio.run(main())
+        >>> same, stats.requests_per_minute
+        (True, 60)
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        limiters: Mapping[str, ProviderLimiter] | None = None,
+        usage: Usage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or ServiceSettings()
+        self.usage = usage if usage is not None else Usage()
+        self.clock = clock
+        self.sleep = sleep
+        self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
+        self._limiters: dict[tuple[str, str], ProviderLimiter] = {}
+        self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
+        self._closed = False
+
+    def client(self, network: NetworkPolicy | None) -> httpx.AsyncClient:
+        """The pooled client for a network policy (made on first use): the server's
+        policy keeps its :class:`~pocketbatch.loader._transport.GuardedTransport`."""
+        if self._closed:
+            raise RuntimeError("the run's services are closed; a run cannot send after it ended")
+        found = self._clients.get(network)
+        if found is not None:
+            return found
+        import httpx
+
+        size = self.settings.max_connections
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        if network is None:
+            client = httpx.AsyncClient(limits=limits)
+        else:
+            from pocketbatch.loader._transport import GuardedTransport  # imports httpx
+
+            inner = httpx.AsyncHTTPTransport(limits=limits)
+            transport = GuardedTransport(network, inner=inner)
+            client = httpx.AsyncClient(transport=transport, trust_env=False)
+        self._clients[network] = client
+        return client
+
+    def limiter(self, base_url: str, credential: str | None = None) -> ProviderLimiter:
+        """The limiter of a provider: one per base URL and credential (the key is
+        kept only as a hash)."""
+        base = _base(base_url)
+        given = self._given.get(base)
+        if given is not None:
+            return given
+        digest = hashlib.sha256((credential or "").encode()).hexdigest()[:16]
+        found = self._limiters.get((base, digest))
+        if found is None:
+            found = ProviderLimiter(
+                self.settings.requests_per_minute,
+                self.settings.tokens_per_minute,
+                name=base,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            self._limiters[(base, digest)] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close the clients (and their connections). Idempotent."""
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> RunServices:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RunServices {len(self._clients)} clients, {len(self._limiters)} limiters, "
+            f"{self.usage.summary()}>"
+        )
+
+
+def _base(url: str) -> str:
+    return url.rstrip("/")

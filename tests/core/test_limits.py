@@ -1,0 +1,85 @@
+"""pocketbatch.core._limits: ProviderLimiter's budgets on a fake clock, shared by
+Python nodes; reading Retry-After and reset durations."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pocketbatch import ProviderLimiter
+
+
+class FakeTime:
+    """A clock that only the fake ``sleep`` moves; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_a_token_budget_holds_back_a_request_until_it_refills() -> None:
+    time = FakeTime()
+    limiter = ProviderLimiter(tokens_per_minute=600, clock=time.clock, sleep=time.sleep)
+    async with limiter.request(tokens=500):
+        pass
+    async with limiter.request(tokens=200):  # 100 left: 100 more at 10 a second
+        pass
+    assert time.sleeps == [10.0]
+    async with limiter.request(tokens=5000):  # more than the budget: waits for a full one
+        pass
+    assert time.sleeps == [10.0, 60.0]
+
+
+@pytest.mark.asyncio
+async def test_one_limiter_shared_by_two_python_nodes() -> None:
+    """Core users share a ProviderLimiter between nodes: 2 requests a minute in all."""
+    from pocketbatch import AsyncFlow, AsyncNode
+
+    time = FakeTime()
+    limiter = ProviderLimiter(requests_per_minute=2, clock=time.clock, sleep=time.sleep)
+    calls: list[str] = []
+
+    class Call(AsyncNode[dict[str, Any], None, None]):
+        async def exec_async(self, prep_res: None) -> None:
+            async with limiter.request(tokens=10):
+                calls.append(self.params.get("name", "?"))
+
+    first, second, third = Call(), Call(), Call()
+    first >> second >> third
+    await AsyncFlow(start=first).run_async({})
+    assert len(calls) == 3
+    assert time.sleeps == [30.0]  # the third waited for one request's refill
+
+
+def test_retry_after_forms() -> None:
+    from pocketbatch.core._limits import parse_duration, retry_after
+
+    assert retry_after({"Retry-After-Ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480) == 10.0
+    assert retry_after({"retry-after": "soon"}) is None
+    assert parse_duration("1m30s") == 90.0
+    assert parse_duration("5x") is None
+
+
+def test_limiter_errors_and_repr() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute must be > 0"):
+        ProviderLimiter(requests_per_minute=0)
+    with pytest.raises(TypeError, match="tokens_per_minute must be a number"):
+        ProviderLimiter(tokens_per_minute="10")  # type: ignore[arg-type]
+    limiter = ProviderLimiter(name="http://x/v1", clock=lambda: 0.0)
+    limiter.pause(3)
+    assert repr(limiter) == (
+        "<ProviderLimiter http://x/v1 unlimited requests, unlimited tokens per minute, "
+        "0 in flight, paused 3.0 s>"
+    )
