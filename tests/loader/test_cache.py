@@ -353,3 +353,18 @@ async def test_cached_async_function_in_an_async_node() -> None:
         await AsyncFlow(start=Ask()).run_async(shared)
         assert shared["out"] == {"double": 8}
     assert calls == [4]
+
+
+@pytest.mark.asyncio
+async def test_a_cache_hit_counts_in_the_runs_usage() -> None:
+    """Usage's ``cache_hits`` (summary line, progress, server status) counts answers
+    the cache gave instead of the component."""
+    from pocketbatch.loader._services import RunServices
+
+    counting = Counting()
+    flow = load_flow(flow_text(), registry=counting.registry, cache=StepCache())
+    async with RunServices() as services:
+        for q in (1, 2, 1, 1):
+            assert (await flow.run_async({"q": q}, services=services)).ok
+    assert len(counting.calls) == 2
+    assert services.usage.cache_hits == 2
