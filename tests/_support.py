@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
-from collections.abc import Iterable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 def free_port() -> int:
@@ -31,3 +37,108 @@ def records(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     assert text == "" or text.endswith("\n"), "the output ends with a torn line"
     return [json.loads(line) for line in text.splitlines()]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """This process's environment without ``POCKETBATCH_TOKEN``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """``python -m pocketbatch serve --port PORT ARGS...`` as a subprocess on a free
+    port of 127.0.0.1, its stdout and stderr in a log file, and an httpx ``client``
+    for its API (``url``). The constructor returns once ``/health`` answers 200 (each
+    poll on a connection of its own, so the client holds none), and raises an
+    AssertionError with the log's tail when the server exits or does not answer in
+    ``up_timeout`` seconds. ``stop`` terminates it (a kill after 15 s)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path | None = None,
+        up_timeout: float = 30,
+        client_timeout: float = 60,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
+        preexec_fn: Callable[[], Any] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1"
+        self.log_path = log or tmp_path / f"server-{self.port}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed by stop()
+        self.trust_env = trust_env
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pocketbatch", "serve", "--port", str(self.port), *args],
+            cwd=cwd or tmp_path,
+            env=server_env() if env is None else dict(env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
+        )
+        self.client = httpx.Client(
+            base_url=self.url, timeout=client_timeout, headers=headers, trust_env=trust_env
+        )
+        try:
+            self.wait_healthy(up_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"the server exited ({self.proc.returncode}):\n{self.log_tail()}"
+                )
+            try:
+                health = httpx.get(f"{self.url}/health", timeout=5, trust_env=self.trust_env)
+                if health.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the server did not answer /health within {timeout} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """``GET /batches/ID``, which must answer 200."""
+        r = self.client.get(f"/batches/{batch_id}")
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    def outputs(self, batch_id: str, *, wait: bool = True) -> list[dict[str, Any]]:
+        """The records of ``GET /batches/ID/outputs`` (``wait``: once the batch has ended)."""
+        r = self.client.get(f"/batches/{batch_id}/outputs", params={"wait": str(wait).lower()})
+        assert r.status_code == 200, r.text
+        return [json.loads(line) for line in r.text.splitlines()]
+
+    def log_text(self) -> str:
+        """Everything the server has written so far."""
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, size: int = 4000) -> str:
+        return self.log_text()[-size:]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not ended within 15 s; closes the client and log."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        if not self.log.closed:
+            self.log.close()
