@@ -20,8 +20,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from _support import ServerProcess
+from _support import ServerProcess, mounted_tmpfs
 
 from pocketbatch.server import ServerSettings, create_app
 from pocketbatch.server._store import StorageError, Store
@@ -372,23 +370,7 @@ def test_the_status_schema_documents_storage_error(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs (needs the right to mount: skipped where there is none)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / "disk", "16m")
 
 
 def fill(disk: Path) -> Path:
