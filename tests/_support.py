@@ -41,6 +41,50 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def line_count(path: Path) -> int:
+    """How many whole lines ``path`` holds (0 while it does not exist)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(
+    check: Callable[[], bool], proc: subprocess.Popen[Any], what: str, timeout: float = 120
+) -> None:
+    """Poll ``check`` (a count, not a time); fail if ``proc`` (a run-batch) ends first.
+    The deadline only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise AssertionError(f"run-batch exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pocketbatch ARGS...`` to its end: UTF-8 text in and out, captured;
+    ``env`` is laid over this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pocketbatch", *map(str, args)],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
 def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` (``"16m"``) mounted on the new folder ``mount`` for as long
     as the generator runs (a fixture's body: ``yield from mounted_tmpfs(...)``);
