@@ -8,9 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from socketserver import BaseServer
 from typing import Any
 
 import httpx
@@ -23,6 +26,21 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextmanager
+def serving(httpd: BaseServer) -> Iterator[None]:
+    """``httpd`` serves in a thread for the block; then it is shut down and closed, and
+    its thread must end within 10 s."""
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+        assert not thread.is_alive()
 
 
 def write_lines(path: Path, items: Iterable[Any]) -> Path:
