@@ -7,29 +7,19 @@ run themselves as a nested flow.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _support import run_cli
 
 from pocketbatch.loader._load import MAX_NESTED_FLOWS
 from pocketbatch.loader._source import MAX_ALIAS_NODES, MAX_DEPTH
 
 
 def pocketbatch(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pocketbatch", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, env={"PYTHONIOENCODING": "utf-8"})
 
 
 def bomb() -> str:

@@ -22,14 +22,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import records, write_lines
+from _support import line_count, records, run_cli, wait_until, write_lines
 
 from pocketbatch import FlowResult, PocketbatchError, load_flow
 from pocketbatch.batch._command import run_batch_command
@@ -51,16 +49,7 @@ class Ran:
 
 def batch(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Ran:
     """``pocketbatch run-batch ARGS...``, to its end."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pocketbatch", "run-batch", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    proc = run_cli("run-batch", *args, cwd=cwd, env=env, timeout=TIMEOUT)
     return Ran(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -72,24 +61,6 @@ def start(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen
         stderr=subprocess.DEVNULL,
         env={**os.environ, **env},
     )
-
-
-def line_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
-    """Poll ``check`` (a count); the deadline only guards against a hang."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        if proc.poll() is not None:
-            raise AssertionError(f"run-batch exited ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture

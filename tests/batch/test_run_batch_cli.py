@@ -21,14 +21,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import records, write_lines
+from _support import line_count, records, run_cli, wait_until, write_lines
 
 DATA = Path(__file__).parent / "data"
 CHECK = DATA / "check.yaml"  # input_schema {n: integer}; {"fail": true} raises
@@ -58,36 +57,8 @@ class Ran:
 
 
 def cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Ran:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pocketbatch", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    proc = run_cli(*args, cwd=cwd, env=env, timeout=TIMEOUT)
     return Ran(proc.returncode, proc.stdout, proc.stderr)
-
-
-def line_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
-    """Poll ``check`` (a count, not a time); fail if the process ends first. The
-    deadline only guards against a hang."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        if proc.poll() is not None:
-            raise AssertionError(f"run-batch exited ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def batch(

@@ -13,15 +13,13 @@ EFBIG mid-output), and where this process may mount one, a tiny tmpfs filled up.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _support import records, write_lines
+from _support import mounted_tmpfs, records, write_lines
 
 DATA = Path(__file__).parent / "data"
 NOOP = DATA / "noop.yaml"
@@ -119,23 +117,7 @@ def test_a_file_size_limit_mid_output_then_resume_completes_it_exactly_once(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs (needs the right to mount: skipped where there is none)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / "disk", "1m")
 
 
 def test_a_real_full_filesystem_then_resume(tmp_path: Path, tiny_disk: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import run_cli
 
 from pocketbatch.cli import main
 
@@ -59,17 +59,7 @@ class Ran:
 
 def cli(*args: str | Path, cwd: Path = REPO, stdin: str | None = None) -> Ran:
     """Run ``python -m pocketbatch`` as a real subprocess."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pocketbatch", *map(str, args)],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        check=False,
-    )
+    proc = run_cli(*args, cwd=cwd, input=stdin, env={"PYTHONIOENCODING": "utf-8"})
     return Ran(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import free_port, records, write_lines
+from _support import free_port, line_count, records, run_cli, write_lines
 
 ray = pytest.importorskip("ray", reason="the ray executor tests need the [ray] extra")
 
@@ -116,15 +116,7 @@ def test_same_results_as_async_on_a_mixed_batch() -> None:
 
 
 def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pocketbatch", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, timeout=TIMEOUT)
 
 
 def test_cli_output_byte_identical_to_async(tmp_path: Path) -> None:
@@ -422,13 +414,6 @@ def test_a_worker_sigkilled_mid_batch_loses_no_item(tmp_path: Path) -> None:
 
 
 # -- resume after a SIGKILL of the driver ------------------------------------------------------
-
-
-def line_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
 
 
 def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:

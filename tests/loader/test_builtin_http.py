@@ -9,7 +9,6 @@ proxy environment variables are cleared so that no default can point elsewhere.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from _builtin_support import MESSAGES, fails, make_ctx
+from _support import free_port, serving
 
 from pocketbatch.loader._builtin_http import HttpRequest, OpenAIChat
 
@@ -135,25 +135,17 @@ def server() -> Iterator[StubServer]:
     stub = StubServer()
     httpd = _HTTPServer(stub)
     stub.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield stub
-    finally:
-        stub.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
-        assert not thread.is_alive()
+    with serving(httpd):
+        try:
+            yield stub
+        finally:
+            stub.release.set()
 
 
 @pytest.fixture
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture(autouse=True)

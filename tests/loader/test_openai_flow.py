@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import free_port as closed_port
+from _support import run_cli, serving
 
 from pocketbatch import load_flow
 from pocketbatch.core import Event, EventKind
@@ -145,23 +145,8 @@ def stub() -> Iterator[Stub]:
     state = Stub()
     server = _Server(state)
     state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-        assert not thread.is_alive()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture(autouse=True)
@@ -195,15 +180,7 @@ def retries(events: list[Event]) -> list[int | None]:
 
 
 def cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pocketbatch", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 EXPECTED = {

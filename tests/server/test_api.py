@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import free_port
+from _support import ServerProcess, free_port
+from _support import server_env as clean_env
 
 DATA = Path(__file__).parent / "data"
 CONFIG = DATA / "pocketbatch.yaml"
@@ -23,14 +23,8 @@ SLEEP = (DATA / "sleep.yaml").read_text()
 LOAD = (DATA / "load.yaml").read_text()
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
-    env.update(extra)
-    return env
-
-
-class Server:
-    """A ``pocketbatch serve`` subprocess and a client for it."""
+class Server(ServerProcess):
+    """A ``pocketbatch serve`` subprocess (on ``tmp_path/pb.db``) and a client for it."""
 
     def __init__(
         self,
@@ -40,50 +34,11 @@ class Server:
         env: dict[str, str] | None = None,
         token: str | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        cmd = [sys.executable, "-m", "pocketbatch", "serve", "--port", str(self.port)]
-        cmd += ["--db", str(tmp_path / "pb.db")]
+        options = ["--db", str(tmp_path / "pb.db")]
         if config is not None:
-            cmd += ["--config", str(config)]
-        self.log = open(tmp_path / f"server-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*cmd, *args],
-            cwd=tmp_path,
-            env=env or clean_env(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+            options += ["--config", str(config)]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=self.url, timeout=60, headers=headers)
-        self._wait_up(tmp_path)
-
-    def _wait_up(self, tmp_path: Path) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                log = (tmp_path / f"server-{self.port}.log").read_text()
-                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{log}")
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError("the server did not answer /health within 30 s")
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.log.close()
+        super().__init__(tmp_path, *options, *args, env=env or clean_env(), headers=headers)
 
     # helpers
     def submit(self, flow: str, inputs: list[Any], **extra: Any) -> str:
@@ -91,17 +46,6 @@ class Server:
         assert r.status_code == 201, r.text
         batch_id: str = r.json()["batch_id"]
         return batch_id
-
-    def batch(self, batch_id: str) -> dict[str, Any]:
-        r = self.client.get(f"/batches/{batch_id}")
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
-    def outputs(self, batch_id: str, *, wait: bool = True) -> list[dict[str, Any]]:
-        r = self.client.get(f"/batches/{batch_id}/outputs", params={"wait": str(wait).lower()})
-        assert r.status_code == 200, r.text
-        return [json.loads(line) for line in r.text.splitlines()]
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from _support import free_port
+from _support import ServerProcess, server_env
 
 DATA = Path(__file__).parent / "data"
 CONFIG = DATA / "pocketbatch.yaml"
@@ -24,45 +19,19 @@ N = 300
 pytestmark = pytest.mark.slow
 
 
-class Server:
+class Server(ServerProcess):
     """One ``pocketbatch serve`` process on ``db``."""
 
     def __init__(self, tmp_path: Path, db: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        environ = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
-        environ.update(env)
-        self.logfile = tmp_path / f"server-{self.port}.log"
-        self.log = open(self.logfile, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pocketbatch",
-                "serve",
-                "--port",
-                str(self.port),
-                "--db",
-                str(db),
-                "--config",
-                str(CONFIG),
-            ],
-            cwd=tmp_path,
-            env=environ,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            tmp_path,
+            "--db",
+            str(db),
+            "--config",
+            str(CONFIG),
+            env=server_env(**env),
+            client_timeout=120,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=120)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.logfile.read_text()
-            assert time.monotonic() < deadline, "the server did not come up"
-            try:
-                if self.client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush."""
@@ -72,24 +41,6 @@ class Server:
         self.proc.wait(timeout=30)
         self.log.close()
 
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        if not self.log.closed:
-            self.log.close()
-
-    def batch(self, batch_id: str) -> dict[str, Any]:
-        r = self.client.get(f"/batches/{batch_id}")
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
     def wait_done(self, batch_id: str, at_least: int) -> int:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -98,11 +49,6 @@ class Server:
                 return done
             time.sleep(0.005)
         raise AssertionError(f"batch never reached {at_least} done")
-
-    def outputs(self, batch_id: str, *, wait: bool) -> list[dict[str, Any]]:
-        r = self.client.get(f"/batches/{batch_id}/outputs", params={"wait": str(wait).lower()})
-        assert r.status_code == 200, r.text
-        return [json.loads(line) for line in r.text.splitlines()]
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ the connection cap holds when a third connection reads ``503`` while two are ope
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,56 +17,27 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import free_port
+from _support import ServerProcess
 
 WAIT = 30.0  # generous socket timeout; the server's own timeouts are 0.5 s
 
 
-class Served:
+class Served(ServerProcess):
     """A ``pocketbatch serve`` subprocess on 127.0.0.1 (no token, no config)."""
 
     def __init__(self, tmp_path: Path, *args: str, open_files: int | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        self.log_path = tmp_path / f"server-{self.port}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
-        cmd = [sys.executable, "-m", "pocketbatch", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            [*cmd, "--db", str(tmp_path / "pb.db"), *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            tmp_path,
+            "--db",
+            str(tmp_path / "pb.db"),
+            *args,
+            up_timeout=60,
             preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the server did not come up")
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
         return sock
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.log.close()
-
-    def log_text(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
 
 
 def _limit_open_files(n: int) -> None:

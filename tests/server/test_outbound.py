@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from _stub_http import Stub, running_stubs
-from _support import free_port
+from _support import ServerProcess
 
 from pocketbatch.cli import main
 from pocketbatch.server import ServerSettings, create_app
@@ -54,53 +51,25 @@ def stubs() -> Iterator[Callable[[], Stub]]:
         yield start
 
 
-class Served:
-    """A ``pocketbatch serve`` subprocess on 127.0.0.1."""
+class Served(ServerProcess):
+    """A ``pocketbatch serve`` subprocess on 127.0.0.1 (no proxies for its client)."""
 
     def __init__(self, tmp_path: Path, args: list[str], env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        command = [sys.executable, "-m", "pocketbatch", "serve", "--port", str(self.port)]
-        command += ["--db", str(tmp_path / "pb.db"), *args]
-        self.log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        super().__init__(
+            tmp_path,
+            "--db",
+            str(tmp_path / "pb.db"),
+            *args,
+            env=env,
+            log=tmp_path / "server.log",
+            trust_env=False,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
-        try:
-            self._wait_up(tmp_path / "server.log")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_up(self, log: Path) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, log.read_text()
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health in 30 s"
-            time.sleep(0.05)
 
     def records(self, flow: str, inputs: list[Any]) -> list[dict[str, Any]]:
         r = self.client.post("/batches", json={"flow": flow, "inputs": inputs})
         assert r.status_code == 201, r.text
         out = self.client.get(f"/batches/{r.json()['batch_id']}/outputs", params={"wait": "true"})
         return [json.loads(line) for line in out.text.splitlines()]
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-        self.log.close()
 
 
 @pytest.fixture

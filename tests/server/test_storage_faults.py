@@ -20,9 +20,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from _support import free_port
+from _support import ServerProcess, mounted_tmpfs
 
 from pocketbatch.server import ServerSettings, create_app
 from pocketbatch.server._store import StorageError, Store
@@ -373,23 +370,7 @@ def test_the_status_schema_documents_storage_error(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs (needs the right to mount: skipped where there is none)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / "disk", "16m")
 
 
 def fill(disk: Path) -> Path:
@@ -410,47 +391,11 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-class RealServer:
+class RealServer(ServerProcess):
     def __init__(self, tmp_path: Path, db: Path) -> None:
-        self.port = free_port()
-        self.logfile = tmp_path / f"server-{self.port}.log"
-        self.log = open(self.logfile, "wb")  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items() if k != "POCKETBATCH_TOKEN"}
-        serve = [sys.executable, "-m", "pocketbatch", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            [*serve, "--db", str(db), "--config", str(CONFIG)],
-            cwd=tmp_path,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", timeout=60)
+        super().__init__(tmp_path, "--db", str(db), "--config", str(CONFIG), up_timeout=TIMEOUT)
 
-        def up() -> bool:
-            assert self.proc.poll() is None, self.logfile.read_text()
-            try:
-                return self.client.get("/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        until(up, "the server to answer /health")
-
-    def status(self, batch_id: str) -> dict[str, Any]:
-        r = self.client.get(f"/batches/{batch_id}")
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.log.close()
+    status = ServerProcess.batch
 
 
 def test_a_real_full_filesystem(tmp_path: Path, tiny_disk: Path) -> None:
@@ -491,6 +436,6 @@ def test_a_real_full_filesystem(tmp_path: Path, tiny_disk: Path) -> None:
         assert (view["status"], view["done"], view["storage_error"]) == ("completed", 60, None)
     finally:
         server.stop()
-    log = server.logfile.read_text()
+    log = server.log_text()
     assert "pocketbatch store: cannot write to" in log
     assert "works again" in log
