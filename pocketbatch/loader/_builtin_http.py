@@ -233,9 +233,7 @@ class OpenAIChat(Builtin):
                 ) from None
             raise
 
-    def _result(
-        self, response: httpx.Response, model: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _result(self, response: httpx.Response, model: str, body: dict[str, Any]) -> dict[str, Any]:
         status = response.status_code
         snippet = response.text[:_BODY_SNIPPET]
         if status >= 400:
