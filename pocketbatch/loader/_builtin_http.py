@@ -24,6 +24,7 @@ from pocketbatch.core._limits import estimate_tokens, retry_after
 from pocketbatch.loader._builtin_base import Builtin, type_name
 from pocketbatch.loader._component import CallContext
 from pocketbatch.loader._network import NetworkPolicy
+from pocketbatch.loader._openai_shape import read_reply, request_body
 from pocketbatch.loader._services import RetryPolicy, RunServices, ServiceSettings
 
 if TYPE_CHECKING:
@@ -231,10 +232,16 @@ def _query_params(component: Builtin, value: Any) -> dict[str, Any] | None:
 class OpenAIChat(Builtin):
     """``/builtin/openai``: one chat completion from an OpenAI-compatible server.
 
-    Input ``{messages: list, model?, max_tokens?, temperature?, api_key?,
-    base_url?, timeout?}``; output ``{response, model, usage}``: the first
-    choice's message content, the model the server reports, and its ``usage``
-    (or ``None``).
+    Input ``{messages: list, model?, api_key?, base_url?, timeout?}`` plus the
+    chat-completions options passed through when given: ``max_tokens``,
+    ``max_completion_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``,
+    ``n``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``user``,
+    ``response_format``, ``tools``, ``tool_choice``, ``parallel_tool_calls``.
+    Output ``{response, model, usage}``: the first choice's message content, the
+    model the server reports, and its ``usage`` (or ``None``); plus ``parsed``
+    with a JSON ``response_format`` (the content checked against the schema,
+    else ``INVALID_OUTPUT``), ``tool_calls`` with ``tools`` and ``choices`` with
+    ``n`` > 1 (see :func:`~pocketbatch.loader._openai_shape.read_reply`).
 
     Each setting is the first non-empty one of: the input field, the run
     variable, the environment variable, the default.
@@ -252,7 +259,7 @@ class OpenAIChat(Builtin):
     own key (``api_key`` or ``openai_api_key``), and the address it connects to
     must pass the policy.
 
-    It POSTs ``{model, messages, max_tokens?, temperature?}`` to
+    It POSTs ``{model, messages, ...options}`` to
     ``{base_url}/chat/completions`` with a ``timeout`` of 120 s unless given.
     Failures: HTTP 429 and 5xx are ``RESOURCE_UNAVAILABLE``, other statuses
     >= 400 and malformed replies ``COMPONENT_FAILED`` (the message has the status
@@ -323,8 +330,6 @@ class OpenAIChat(Builtin):
             if not isinstance(message, Mapping):
                 raise self.invalid(f"'messages[{i}]' must be an object, got {type_name(message)}")
         model = self.field(data, "model", "a string")
-        max_tokens = self.field(data, "max_tokens", "an integer")
-        temperature = self.field(data, "temperature", "a number")
         api_key = self.field(data, "api_key", "a string")
         base_url = self.field(data, "base_url", "a string")
         timeout = self.timeout(data, _OPENAI_DEFAULT_TIMEOUT)
@@ -343,11 +348,7 @@ class OpenAIChat(Builtin):
         url = base_url.rstrip("/") + "/chat/completions"
         model = model or _OPENAI_DEFAULT_MODEL
 
-        body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages]}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        if temperature is not None:
-            body["temperature"] = temperature
+        body = request_body(self, data, model, messages)
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -356,6 +357,7 @@ class OpenAIChat(Builtin):
             self.field(data, "requests_per_minute", "a number"),
             self.field(data, "tokens_per_minute", "a number"),
         )
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         tokens = estimate_tokens(messages, max_tokens)
         try:
             response = await _send_llm(
@@ -368,7 +370,7 @@ class OpenAIChat(Builtin):
                 headers=headers,
                 seconds=timeout,
             )
-            result = self._result(response, model)
+            result = self._result(response, model, body)
             _count_tokens(ctx.services, result["usage"])
             return result
         except ComponentError as exc:
@@ -378,7 +380,7 @@ class OpenAIChat(Builtin):
                 ) from None
             raise
 
-    def _result(self, response: httpx.Response, model: str) -> dict[str, Any]:
+    def _result(self, response: httpx.Response, model: str, body: dict[str, Any]) -> dict[str, Any]:
         status = response.status_code
         snippet = response.text[:_BODY_SNIPPET]
         if status >= 400:
@@ -389,28 +391,14 @@ class OpenAIChat(Builtin):
                 {"status_code": status, "body": snippet},
             )
         try:
-            reply = response.json()
-            content = reply["choices"][0]["message"]["content"]
-        except (ValueError, LookupError, TypeError):
+            return read_reply(self, response.json(), model, body)
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise ComponentError(
                 "COMPONENT_FAILED",
                 f"{self.path}: malformed response (HTTP {status}): expected JSON with "
-                f"choices[0].message.content, got: {snippet}",
+                f"choices[0].message.content ({exc}), got: {snippet}",
                 {"status_code": status, "body": snippet},
             ) from None
-        if not isinstance(content, str):
-            raise ComponentError(
-                "COMPONENT_FAILED",
-                f"{self.path}: malformed response: choices[0].message.content is "
-                f"{type_name(content)}, not a string: {snippet}",
-                {"status_code": status, "body": snippet},
-            )
-        returned = reply.get("model")
-        return {
-            "response": content,
-            "model": returned if isinstance(returned, str) else model,
-            "usage": reply.get("usage"),
-        }
 
 
 def _redact(value: Any, secret: str) -> Any:
