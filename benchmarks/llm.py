@@ -57,6 +57,7 @@ from fake_provider import answer_text  # noqa: E402
 
 FLOW = HERE / "llm_data" / "chat.yaml"
 FLOW_RETRY = HERE / "llm_data" / "chat_retry.yaml"
+FLOW_CACHED = HERE / "llm_data" / "chat_cached.yaml"  # the resume scenario
 LATENCY = 0.3
 FAULT_RATE = 0.01
 MAX_TOKENS = 32
@@ -269,13 +270,16 @@ def run_sdk(scenario: Scenario) -> Outcome:
 def run_resume(scenario: Scenario, tmp: Path) -> list[str]:
     """Kill ``run-batch`` (SIGKILL) once half the records are out, ``--resume`` it, then
     run the batch again from scratch into a new output: the requests each part made and
-    the prompts answered more than once. With a step cache the rerun should make none
-    and the resume should ask nothing twice."""
+    the prompts answered more than once. The flow caches its step (``cache: true``,
+    ``--cache`` in the run's folder): the rerun should make no request and the resume
+    should ask nothing twice, but for requests the provider answered in the instant
+    between their answer leaving it and the kill."""
     inputs = write_inputs(scenario, tmp)
     output = tmp / "resume-out.jsonl"
     rerun_output = tmp / "rerun-out.jsonl"
+    cache = ("--cache", str(tmp / "resume-cache.sqlite"))
     with provider(scenario) as base_url:
-        command, env = run_batch_command(scenario, FLOW, inputs, output, base_url)
+        command, env = run_batch_command(scenario, FLOW_CACHED, inputs, output, base_url, *cache)
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -292,7 +296,9 @@ def run_resume(scenario: Scenario, tmp: Path) -> list[str]:
         resume_wall = time.perf_counter() - start
         after_resume = stats(base_url)
         resumed = check_records(scenario, output, resume_wall, after_resume)
-        command, env = run_batch_command(scenario, FLOW, inputs, rerun_output, base_url)
+        command, env = run_batch_command(
+            scenario, FLOW_CACHED, inputs, rerun_output, base_url, *cache
+        )
         subprocess.run(command, env=env, capture_output=True, check=False)
         after_rerun = stats(base_url)
     return [
