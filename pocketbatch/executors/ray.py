@@ -579,8 +579,9 @@ class RaySession:
             signal.signal(signal.SIGTERM, on_sigterm)
         self.pool: RayPool | None = RayPool(spec.workers)
 
-    def executor(self, flow: LoadedFlow) -> RayExecutor:
-        """An executor for one batch, on the session's actors."""
+    def executor(self, flow: LoadedFlow, services: ServiceSettings | None = None) -> RayExecutor:
+        """An executor for one batch, on the session's actors (which keep their own
+        HTTP pools and limiters: ``services`` is not used)."""
         return RayExecutor(flow, pool=self.pool, chunk_size=self._chunk_size)
 
     def close(self) -> None:

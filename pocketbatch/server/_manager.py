@@ -34,6 +34,7 @@ from pocketbatch.batch._lines import InputProblem, Line, parse_line, run_input
 from pocketbatch.batch._runner import stream_results
 from pocketbatch.core import Usage
 from pocketbatch.executors import SharedExecutors, open_shared_executors
+from pocketbatch.loader._services import ServiceSettings
 from pocketbatch.server._store import Store
 
 if TYPE_CHECKING:
@@ -194,7 +195,9 @@ class BatchManager:
         status = "completed"
         try:
             flow = await asyncio.to_thread(self.load, row.flow)  # off the event loop
-            inner = self._executors.executor(flow)
+            # The batch's HTTP pool follows what it may have in flight.
+            width = min(row.max_concurrent, self.max_concurrent)
+            inner = self._executors.executor(flow, ServiceSettings(max_connections=width))
             live = getattr(inner, "usage", None)  # the executor's counters, when it has them
             if isinstance(live, Usage):
                 self._usage[batch_id] = (Usage(**(row.usage or {})), live)

@@ -33,3 +33,15 @@ def test_process_batches_get_the_spec_s_workers(tmp_path: Path) -> None:
     assert isinstance(executor, ProcessExecutor)
     assert executor.max_workers == 3
     shared.close()
+
+
+def test_a_batch_s_http_pool_follows_what_it_may_have_in_flight() -> None:
+    """The server sizes each batch's pool to min(batch, server) max_concurrent; before,
+    every batch got the default pool of 16, capping a wider batch at 16 requests."""
+    from pocketbatch.loader._services import ServiceSettings
+
+    shared = open_shared_executors(ExecutorSpec.parse("async"))
+    executor = shared.executor(load_flow(FLOW), ServiceSettings(max_connections=48))
+    assert isinstance(executor, AsyncExecutor)
+    assert executor._services.settings.max_connections == 48
+    shared.close()
