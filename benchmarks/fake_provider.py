@@ -18,7 +18,9 @@ It behaves like a real, rate-limited provider, deterministically:
   with ``retry-after-ms`` and ``retry-after`` (whole seconds, rounded up) saying when
   it could be paid, and consumes nothing.
 * Every response carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
-  (reset as ``"1.5s"``/``"250ms"``: the time until the bucket is full again).
+  as OpenAI sends them: the limit per minute (a bucket of 20 a second says 1200),
+  what the bucket holds now, and the reset as ``"1.5s"``/``"250ms"`` (the time until
+  the bucket is full again).
 * Faults: the first admitted attempt of a prompt whose hash falls under
   ``fault_rate`` is answered 503 (so the same prompts fail on every run).
 * ``GET /stats`` returns the counters (:meth:`Counters.as_dict`): requests, 200s,
@@ -175,7 +177,9 @@ class Bucket:
         self._refill(now)
         reset = (self.limit - self.level) / self.rate
         return {
-            f"x-ratelimit-limit-{name}": str(int(self.limit)),
+            # Per minute, as OpenAI reports it, whatever the bucket's own window: a
+            # 20-a-second bucket says 1200. What remains is what the bucket holds now.
+            f"x-ratelimit-limit-{name}": str(round(self.rate * 60)),
             f"x-ratelimit-remaining-{name}": str(int(self.level)),
             f"x-ratelimit-reset-{name}": _duration(reset),
         }

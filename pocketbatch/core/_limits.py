@@ -215,7 +215,10 @@ class ProviderLimiter:
     :meth:`update_from_headers` learn them (and what is left) from the provider's
     ``x-ratelimit-limit-requests``, ``-remaining-requests``, ``-reset-requests``
     and the ``-tokens`` twins, or both: the lower limit wins. :meth:`pause` stops
-    everyone (on a 429 or 503 with ``retry-after``).
+    everyone (on a 429 or 503 with ``retry-after``). While no limit is known,
+    :meth:`request` lets one request go first and holds the others until it ends
+    (its answer's headers learned by then), so a run does not open with a burst
+    of blind requests that the provider answers with 429s.
 
     Share one limiter between all the nodes that call the same provider with the
     same key; the builtin ``/builtin/openai`` gets one per base URL and key from
@@ -269,6 +272,10 @@ class ProviderLimiter:
         self._in_flight = 0
         self._waiting = 0
         self._lock = asyncio.Lock()
+        # Before any limit is known, one request goes first and the rest wait for its
+        # answer's headers: a burst of blind requests is what draws the 429s.
+        self._probe_out = False
+        self._heard = asyncio.Event()
 
     # -- limits -------------------------------------------------------------------------
 
@@ -294,6 +301,7 @@ class ProviderLimiter:
         budget holds now; ``x-ratelimit-reset-*`` (``"6m0s"``, ``"20ms"``), when
         the remaining budget is 0, pauses until then. Unreadable values are ignored.
         """
+        self._hear()
         lower = {k.lower(): v for k, v in headers.items()}
         now = self._clock()
         for kind in ("requests", "tokens"):
@@ -321,11 +329,33 @@ class ProviderLimiter:
     # -- granting ---------------------------------------------------------------------------
 
     async def acquire(self, tokens: int = 0) -> None:
-        """Wait for one request and ``tokens`` tokens, and take them."""
+        """Wait for one request and ``tokens`` tokens, and take them (no probe: a
+        caller of :meth:`acquire` may never report an answer)."""
+        if await self._acquire(tokens):
+            self._hear()
+
+    def _blind(self) -> bool:
+        """No limit is known and no answer has been heard from the provider yet."""
+        return not self._heard.is_set() and all(
+            bucket.limit is None for bucket in self._buckets.values()
+        )
+
+    def _hear(self) -> None:
+        """An answer came back (or the first request ended without one): stop probing."""
+        self._heard.set()
+
+    async def _acquire(self, tokens: int) -> bool:
+        """:meth:`acquire`; whether this request is the probe sent before any limit
+        is known (whose end, answered or not, lets the others go)."""
         check_non_negative("tokens", tokens, allow_none=False)
         self._waiting += 1
         try:
             async with self._lock:  # first come, first served
+                if self._blind():
+                    if not self._probe_out:
+                        self._probe_out = True
+                        return True
+                    await self._heard.wait()
                 while True:
                     now = self._clock()
                     delay = self._paused_until - now
@@ -337,7 +367,7 @@ class ProviderLimiter:
                         if delay <= 0:
                             requests.level -= 1
                             budget.level -= min(tokens, budget.limit or math.inf)
-                            return
+                            return False
                     await self._sleep(delay)
         finally:
             self._waiting -= 1
@@ -346,12 +376,14 @@ class ProviderLimiter:
     async def request(self, tokens: int = 0) -> AsyncIterator[None]:
         """``async with limiter.request(tokens=n):`` wait for the budget, then run
         the body (counted as in flight)."""
-        await self.acquire(tokens)
+        probe = await self._acquire(tokens)
         self._in_flight += 1
         try:
             yield
         finally:
             self._in_flight -= 1
+            if probe:
+                self._hear()
 
     def statistics(self) -> ProviderLimiterStatistics:
         """A snapshot: limits, budgets left, in flight, waiting, pause."""

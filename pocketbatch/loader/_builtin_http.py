@@ -167,12 +167,14 @@ async def _send_llm(
                     services=services,
                     **kwargs,
                 )
+                # Inside the request: its headers are learned before the limiter lets
+                # the next caller go (the first answer of a run sets the pace).
+                limiter.update_from_headers(response.headers)
         except ComponentError as exc:
             if exc.code not in _RETRIED_CODES or attempt >= attempts:
                 raise
             wait = policy.delay(attempt)
         else:
-            limiter.update_from_headers(response.headers)
             status = response.status_code
             if status not in _RETRIED_STATUS and status < 500:
                 return response

@@ -83,3 +83,49 @@ def test_limiter_errors_and_repr() -> None:
         "<ProviderLimiter http://x/v1 unlimited requests, unlimited tokens per minute, "
         "0 in flight, paused 3.0 s>"
     )
+
+
+@pytest.mark.asyncio
+async def test_before_any_limit_is_known_one_request_goes_first() -> None:
+    """A run's first requests to a provider it knows nothing about: one goes, the others
+    wait for its answer, whose headers set the pace (a blind burst drew one 429 per
+    request over the provider's budget)."""
+    limiter = ProviderLimiter()
+    order: list[str] = []
+    answered = asyncio.Event()
+
+    async def call(name: str, first: bool = False) -> None:
+        async with limiter.request(tokens=1):
+            order.append(f"{name} sent")
+            if first:
+                await answered.wait()
+                limiter.update_from_headers(
+                    {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "1"}
+                )
+
+    probe = asyncio.create_task(call("a", first=True))
+    others = [asyncio.create_task(call(n)) for n in "bc"]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["a sent"]  # b and c hold back while a is out
+    answered.set()
+    await asyncio.wait_for(probe, 1)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["a sent", "b sent"]  # the provider said one more is left
+    assert limiter.statistics().requests_per_minute == 120
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_a_probe_that_fails_lets_the_others_go() -> None:
+    limiter = ProviderLimiter()
+    with pytest.raises(ConnectionError):
+        async with limiter.request():
+            raise ConnectionError("refused")
+    async with limiter.request():  # not held forever
+        pass
+    await limiter.acquire()  # acquire() alone never holds the others back
+    await limiter.acquire()
