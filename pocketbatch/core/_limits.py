@@ -299,7 +299,8 @@ class ProviderLimiter:
         ``x-ratelimit-limit-requests`` / ``-tokens`` set the limit (the lower of it
         and a hand-set one is used); ``x-ratelimit-remaining-*`` lowers what the
         budget holds now; ``x-ratelimit-reset-*`` (``"6m0s"``, ``"20ms"``), when
-        the remaining budget is 0, pauses until then. Unreadable values are ignored.
+        the remaining budget is 0, pauses until then or until one more unit has
+        refilled at the limit's pace, whichever is sooner. Unreadable values are ignored.
         """
         self._hear()
         lower = {k.lower(): v for k, v in headers.items()}
@@ -316,7 +317,10 @@ class ProviderLimiter:
                 bucket.level = min(bucket.level, remaining)
                 reset = parse_duration(lower.get(f"x-ratelimit-reset-{kind}", ""))
                 if remaining <= 0 and reset:
-                    self._paused_until = max(self._paused_until, now + reset)
+                    # OpenAI's reset is when the budget is full again; the next one
+                    # request is due when one unit has refilled, if that is sooner.
+                    wait = min(reset, 60.0 / bucket.limit) if bucket.limit > 0 else reset
+                    self._paused_until = max(self._paused_until, now + wait)
 
     def pause(self, seconds: float) -> None:
         """Let no one start a request for ``seconds`` (the longest pause wins)."""

@@ -195,8 +195,9 @@ async def test_retry_after_pauses_the_provider_for_every_item(fake: FakeLLM) -> 
 
 @pytest.mark.asyncio
 async def test_limits_are_learned_from_the_provider_headers(fake: FakeLLM) -> None:
-    """The provider says 60 requests a minute, none left for 1.5 s: the next request
-    waits for the reset; the limit is then the provider's."""
+    """The provider says 60 requests a minute, none left, full again in 1.5 s: the next
+    request waits until one has refilled at 60 a minute (1 s, sooner than the full
+    reset); the limit is then the provider's."""
     fake.headers.update(
         {
             "x-ratelimit-limit-requests": "60",
@@ -214,9 +215,9 @@ async def test_limits_are_learned_from_the_provider_headers(fake: FakeLLM) -> No
         stats = services.limiter(fake.base_url).statistics()
         assert (stats.requests_per_minute, stats.tokens_per_minute) == (60, 10000)
         assert stats.requests_available == 0
-        assert stats.paused_for == 1.5
+        assert stats.paused_for == 1.0
         await flow.run_async({"q": "2"}, services=services)
-    assert time.sleeps == [1.5]
+    assert time.sleeps == [1.0]
     assert len(fake.requests) == 2
 
 
