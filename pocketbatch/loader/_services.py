@@ -141,7 +141,11 @@ class RunServices:
         import httpx
 
         size = self.settings.max_connections
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        # Kept alive: as many as items in flight. Allowed: twice that, so a request
+        # never queues inside httpcore's pool for a connection still being released
+        # (its queue is scanned per connection on every event: at 64 in flight that
+        # doubled the CPU per request). In flight stays bounded by the run.
+        limits = httpx.Limits(max_connections=2 * size, max_keepalive_connections=size)
         if network is None:
             client = httpx.AsyncClient(limits=limits)
         else:
