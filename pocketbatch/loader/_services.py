@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -140,20 +141,19 @@ class RunServices:
             return found
         import httpx
 
+        from pocketbatch.loader._transport import GuardedTransport, ShardedTransport
+
         size = self.settings.max_connections
-        # Kept alive: as many as items in flight. Allowed: twice that, so a request
-        # never queues inside httpcore's pool for a connection still being released
-        # (its queue is scanned per connection on every event: at 64 in flight that
-        # doubled the CPU per request). In flight stays bounded by the run.
-        limits = httpx.Limits(max_connections=2 * size, max_keepalive_connections=size)
-        if network is None:
+        # As many connections kept alive as items in flight, in small pools (see
+        # ShardedTransport: one big httpcore pool costs CPU quadratic in its size).
+        if network is not None:
+            transport = GuardedTransport(network, inner=ShardedTransport(size))
+            client = httpx.AsyncClient(transport=transport, trust_env=False)
+        elif _proxied():  # a transport of our own would bypass the environment's proxy
+            limits = httpx.Limits(max_connections=2 * size, max_keepalive_connections=size)
             client = httpx.AsyncClient(limits=limits)
         else:
-            from pocketbatch.loader._transport import GuardedTransport  # imports httpx
-
-            inner = httpx.AsyncHTTPTransport(limits=limits)
-            transport = GuardedTransport(network, inner=inner)
-            client = httpx.AsyncClient(transport=transport, trust_env=False)
+            client = httpx.AsyncClient(transport=ShardedTransport(size))
         self._clients[network] = client
         return client
 
@@ -199,3 +199,13 @@ class RunServices:
 
 def _base(url: str) -> str:
     return url.rstrip("/")
+
+
+def _proxied() -> bool:
+    """Whether the environment names a proxy (``HTTPS_PROXY``, ``http_proxy``,
+    ``ALL_PROXY``...), which httpx honours only for a client without a transport of
+    its own."""
+    return any(
+        value and name.lower() in ("http_proxy", "https_proxy", "all_proxy")
+        for name, value in os.environ.items()
+    )

@@ -15,13 +15,14 @@ This module imports httpx; the HTTP builtins import it only when they run.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 
 import httpx
 
 from pocketbatch.loader._network import NetworkPolicy, Resolver, _address, system_resolver
 
-__all__ = ("GuardedTransport",)
+__all__ = ("GuardedTransport", "ShardedTransport")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -115,3 +116,42 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Several connection pools behind one transport, taking requests in turn.
+
+    httpcore's pool looks over all its connections, for each idle one, on every
+    request and response (quadratic in the pool's size): at 64 requests in flight
+    that cost more CPU than the requests themselves. Pools of ``per_pool``
+    connections keep that small; each request goes to the least busy pool, and each
+    pool may open (and keep) twice its share, so a request never waits inside a pool
+    for a connection still being released. Connections stay near the peak in flight.
+
+    Example:
+        >>> import asyncio
+        >>> transport = ShardedTransport(64)
+        >>> len(transport.pools)
+        16
+        >>> asyncio.run(transport.aclose())
+    """
+
+    def __init__(self, size: int, *, per_pool: int = 4) -> None:
+        count = max(1, math.ceil(size / per_pool))
+        each = math.ceil(size / count)
+        limits = httpx.Limits(max_connections=2 * each, max_keepalive_connections=2 * each)
+        self.pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(count)]
+        self._busy = [0] * count  # requests each pool is sending
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # The least busy pool: each keeps about its share of the connections alive.
+        index = min(range(len(self.pools)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            return await self.pools[index].handle_async_request(request)
+        finally:
+            self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()

@@ -290,3 +290,38 @@ def test_a_bad_provider_limit_is_a_load_error(tmp_path: Path) -> None:
     (tmp_path / "flow.yaml").write_text(FLOW, encoding="utf-8")
     with pytest.raises(LoadError, match="'requests_per_minute' must be a number > 0"):
         load_flow(tmp_path / "flow.yaml")
+
+
+# --------------------------------------------------------------------------- pools
+
+
+@pytest.mark.asyncio
+async def test_the_pool_is_split_into_small_ones_and_requests_go_to_the_least_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One httpcore pool of 64 cost more CPU than the requests (it scans all its
+    connections on every event); the run's client spreads them over pools of 4."""
+    from pocketbatch.loader._transport import ShardedTransport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    async with RunServices(ServiceSettings(max_connections=64)) as services:
+        transport = services.client(None)._transport
+        assert isinstance(transport, ShardedTransport)
+        assert len(transport.pools) == 16
+        transport._busy[0] = 1  # pool 0 is sending: the next request goes elsewhere
+        assert min(range(16), key=transport._busy.__getitem__) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_proxy_in_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transport of our own would make httpx ignore HTTPS_PROXY: with one set, the
+    run's client is httpx's own (one pool, the environment's proxy mounted)."""
+    from pocketbatch.loader._transport import ShardedTransport
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    async with RunServices() as services:
+        client = services.client(None)
+        assert not isinstance(client._transport, ShardedTransport)
+        assert any(pattern.scheme == "https" for pattern in client._mounts)
