@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -228,3 +229,19 @@ class ServerProcess:
                 self.proc.wait(timeout=15)
         if not self.log.closed:
             self.log.close()
+
+
+class FakeTime:
+    """A clock that only the fake ``sleep`` moves; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+        await asyncio.sleep(0)

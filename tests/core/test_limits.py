@@ -7,24 +7,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from _support import FakeTime
 
 from pocketbatch import ProviderLimiter
-
-
-class FakeTime:
-    """A clock that only the fake ``sleep`` moves; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 6))
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @pytest.mark.asyncio

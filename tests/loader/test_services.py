@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from _fake_llm import USAGE, FakeLLM, fake_llm, wait_until_closed
+from _support import FakeTime
 
 from pocketbatch import Usage, evaluate_batch, load_flow
 from pocketbatch.loader._services import RunServices, ServiceSettings
@@ -56,22 +57,6 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake() -> Iterator[FakeLLM]:
     with fake_llm() as server:
         yield server
-
-
-class FakeTime:
-    """A clock that only the fake ``sleep`` moves; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 6))
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def chat_flow(fake: FakeLLM) -> Any:
