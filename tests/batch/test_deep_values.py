@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from _support import records
+from _support import records, run_cli
 
 from pocketbatch.batch._jsonl import JsonlWriter, encode_record
 from pocketbatch.batch._lines import InputProblem, Line, encode_input, parse_line
@@ -49,24 +47,8 @@ def test_run_batch_gives_every_deep_line_its_own_record(tmp_path: Path) -> None:
     )
     for flow in (echo, schema):
         out = tmp_path / f"{flow.stem}.jsonl"
-        ran = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pocketbatch",
-                "run-batch",
-                "--flow",
-                str(flow),
-                "--inputs",
-                str(inputs),
-                "--output",
-                str(out),
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        ran = run_cli(
+            "run-batch", "--flow", flow, "--inputs", inputs, "--output", out, "--no-progress"
         )
         assert ran.returncode == 1, ran.stderr
         assert "Traceback" not in ran.stderr
