@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from pocketbatch.core._limits import ProviderLimiter, Usage
+from pocketbatch.loader._blobs import BlobStore, MemoryBlobStore
 from pocketbatch.loader._network import NetworkPolicy
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class RunServices:
             limiter}``), used for every key at that URL; the others are made on
             first use, one per base URL and key.
         usage: where to count (default: a new :class:`~pocketbatch.Usage`).
+        blobs: where the run's blobs live (default: a new
+            :class:`~pocketbatch.loader._blobs.MemoryBlobStore`; the server passes its
+            SQLite-backed store).
         clock, sleep: for the limiters and the retry waits (tests pass fakes).
 
     Example:
@@ -119,11 +123,13 @@ class RunServices:
         *,
         limiters: Mapping[str, ProviderLimiter] | None = None,
         usage: Usage | None = None,
+        blobs: BlobStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings or ServiceSettings()
         self.usage = usage if usage is not None else Usage()
+        self.blobs: BlobStore = blobs if blobs is not None else MemoryBlobStore()
         self.clock = clock
         self.sleep = sleep
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
