@@ -231,6 +231,15 @@ class Resolver:
         listed = config.route_components.get(prefix)
         if listed is not None:
             return self._listed_route(config, path, prefix, rest, listed, label, tried, choices)
+        from pocketbatch.loader._stepflow_inproc import stepflow_component
+
+        # A stepflow-py worker module: its StepflowServer's components, run in-process.
+        stepflow = stepflow_component(config.directory, module_name, path, rest, choices)
+        if isinstance(stepflow, str):
+            tried.append(f"{label}, a stepflow-py worker module")
+            raise self._unknown(path, stepflow, tried, choices)
+        if stepflow is not None:
+            return stepflow
         if len(segments) > 1:
             raise UnknownComponent(
                 path,
