@@ -11,6 +11,8 @@ Components (paths under the route's prefix):
 * ``/fail``: raises what ``{kind}`` names (``value``, ``type``, ``os``, ``stepflow``);
 * ``/flaky``: fails (``COMPONENT_FAILED``) on attempts before ``{succeed_on}``, then
   answers ``{attempt}`` (for ``onError: retry``);
+* ``/crash``: ``sys.exit(1)`` (the worker dies) on attempts before ``{succeed_on}``,
+  then answers ``{attempt}`` (Stepflow restarts the worker and retries the task);
 * ``/blob_round_trip``: ``put_blob`` then ``get_blob`` → ``{blob_id, data}``;
 * ``/get_blob``: ``{blob_id}`` → ``{data}`` (``get_blob`` of another step's blob);
 * ``/sub_run``: runs ``{flow}`` on ``{inputs}`` through ``evaluate_run`` (a sub-run) →
@@ -19,6 +21,8 @@ Components (paths under the route's prefix):
   ``{total, completed, failed, outputs}``;
 * ``/path/{*rest}``: a path parameter → ``{rest}``.
 """
+
+import sys
 
 # No ``from __future__ import annotations``: stepflow-py reads the input type from the
 # annotation object itself (a string annotation makes the worker pass a plain dict).
@@ -87,6 +91,14 @@ async def flaky(input: FlakyInput, context: StepflowContext) -> dict[str, Any]:
     """Fail until the given attempt."""
     if context.attempt < input.succeed_on:
         raise ValueError(f"attempt {context.attempt} fails")
+    return {"attempt": context.attempt}
+
+
+@server.component
+async def crash(input: FlakyInput, context: StepflowContext) -> dict[str, Any]:
+    """Exit the worker process until the given attempt."""
+    if context.attempt < input.succeed_on:
+        sys.exit(1)
     return {"attempt": context.attempt}
 
 

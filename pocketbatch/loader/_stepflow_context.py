@@ -45,16 +45,25 @@ _CODE = "TASK_ERROR_CODE_"
 
 
 def wire(value: Any) -> Any:
-    """``value`` as it looks after a trip through the worker protocol (a protobuf
-    ``Value``): object keys sorted, whole-number floats as ints, integers as
-    doubles. In-process components see their inputs, and the run sees their outputs
-    and blobs, exactly as over gRPC.
+    """``value`` as it looks after a trip through the worker protocol: a protobuf
+    ``Value`` (numbers are doubles: whole numbers come back as ints, integers beyond
+    2**53 lose precision), whose objects the orchestrator keeps with their keys
+    sorted (a ``BTreeMap``). In-process components see their inputs, and the run sees
+    their outputs and blobs (and so Stepflow's blob ids), as over gRPC.
 
     Example:
-        >>> wire({"b": 2.0, "a": [1.5, True, None]})
-        {'a': [1.5, True, None], 'b': 2}
+        >>> wire({"b": 2.0, "a": [1.5, True, None, {"z": 1, "y": 2}]})
+        {'a': [1.5, True, None, {'y': 2, 'z': 1}], 'b': 2}
     """
-    return proto_value_to_python(python_to_proto_value(value))
+    return _sorted(proto_value_to_python(python_to_proto_value(value)))
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 class InProcessContext(StepflowContext):
@@ -62,10 +71,13 @@ class InProcessContext(StepflowContext):
 
     Args:
         ctx: the step's :class:`~pocketbatch.loader._component.CallContext`.
+        attempt: the attempt to report (default ``ctx.attempt``; higher after the
+            component exited its "worker").
     """
 
-    def __init__(self, ctx: CallContext) -> None:
-        super().__init__(step_id=ctx.step_id, run_id=str(uuid.uuid4()), attempt=ctx.attempt)
+    def __init__(self, ctx: CallContext, *, attempt: int | None = None) -> None:
+        attempt = ctx.attempt if attempt is None else attempt
+        super().__init__(step_id=ctx.step_id, run_id=str(uuid.uuid4()), attempt=attempt)
         self.call = ctx
         self.blobs = blob_store(ctx)
         self._runs: dict[str, asyncio.Task[dict[str, Any]]] = {}

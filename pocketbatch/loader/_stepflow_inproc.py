@@ -21,6 +21,13 @@ works too), its components run here, in the run's event loop, with no worker pro
   message as is, and ``data: {exception_type, details?}`` (the worker's traceback is
   left out, so records do not depend on where the code ran).
 
+A component that calls ``sys.exit`` would kill its worker process; Stepflow restarts
+the worker and runs the task again (a transport retry, up to 3, with the next
+``context.attempt``). Here the call is run again the same way, and after the last
+attempt the step fails with ``UNREACHABLE``. (A component that kills the process by
+other means, ``os._exit`` or a crash in native code, takes the run with it: use the
+worker path for such code.)
+
 A component is found by its ``subpath`` under the route's prefix (by default
 ``/<function name>``), path parameters (``{name}``, ``{*rest}``) included. Sync
 components run on a worker thread. Nothing here imports msgspec or stepflow_py until
@@ -45,6 +52,9 @@ from pocketbatch.loader._python_modules import _first_on_sys_path, _import_from
 __all__ = ("StepflowComponent", "stepflow_component", "stepflow_servers")
 
 _ERROR_PREFIX = "TASK_ERROR_CODE_"
+TRANSPORT_RETRIES = 3
+"""Stepflow's default ``retry.transportMaxRetries``: a component that exits its worker
+(``sys.exit``) is run again this many times, each with the next ``context.attempt``."""
 
 
 def stepflow_servers(module: ModuleType) -> list[Any]:
@@ -148,32 +158,49 @@ class StepflowComponent:
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         import msgspec
 
-        from pocketbatch.loader._stepflow_context import InProcessContext, wire
+        from pocketbatch.loader._stepflow_context import wire
+
+        received = wire(input)
+        for crashed in range(TRANSPORT_RETRIES + 1):
+            try:
+                output = await self._once(received, ctx, ctx.attempt + crashed)
+            except SystemExit as exc:  # the worker process would have died: run it again
+                exit_code = exc.code
+                continue
+            except ComponentError:
+                raise
+            except Exception as exc:
+                raise _classified(exc) from exc
+            if hasattr(output, "__struct_fields__"):
+                output = msgspec.to_builtins(output)
+            elif hasattr(output, "model_dump"):
+                output = output.model_dump()
+            return wire(output)
+        raise ComponentError(
+            "UNREACHABLE",
+            f"component {self.path!r} exited its worker (SystemExit: {exit_code}) on each of "
+            f"{TRANSPORT_RETRIES + 1} attempts",
+            {"exception_type": "SystemExit"},
+        )
+
+    async def _once(self, received: Any, ctx: CallContext, attempt: int) -> Any:
+        import msgspec
+
+        from pocketbatch.loader._stepflow_context import InProcessContext
 
         try:
-            try:
-                value = msgspec.convert(wire(input), type=self.entry.input_type)
-            except TypeError as exc:  # a type msgspec cannot build: given as is
-                if "is not supported" not in str(exc):
-                    raise
-                value = input
-            args: list[Any] = [value]
-            if self.wants_context:
-                args.append(InProcessContext(ctx))
-            function = self.entry.function
-            if self.is_async:
-                output = await function(*args, **self.params)
-            else:
-                output = await asyncio.to_thread(function, *args, **self.params)
-        except ComponentError:
-            raise
-        except Exception as exc:
-            raise _classified(exc) from exc
-        if hasattr(output, "__struct_fields__"):
-            output = msgspec.to_builtins(output)
-        elif hasattr(output, "model_dump"):
-            output = output.model_dump()
-        return wire(output)
+            value = msgspec.convert(received, type=self.entry.input_type)
+        except TypeError as exc:  # a type msgspec cannot build: given as is
+            if "is not supported" not in str(exc):
+                raise
+            value = received
+        args: list[Any] = [value]
+        if self.wants_context:
+            args.append(InProcessContext(ctx, attempt=attempt))
+        function = self.entry.function
+        if self.is_async:
+            return await function(*args, **self.params)
+        return await asyncio.to_thread(function, *args, **self.params)
 
     def __repr__(self) -> str:
         return f"<stepflow component {self.path!r}: {self.entry.name}>"

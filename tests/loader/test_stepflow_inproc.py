@@ -105,6 +105,40 @@ def test_attempt_counts_the_retries(here: Path) -> None:
     assert flow.run({"succeed_on": 3}).result == {"attempt": 3}
 
 
+def test_a_component_that_exits_its_worker_is_run_again_with_the_next_attempt(
+    here: Path,
+) -> None:
+    # Stepflow restarts the worker and retries the task (tests/python/restart_functionality).
+    assert one_step(here, "/py/crash").run({"succeed_on": 2}).result == {"attempt": 2}
+    assert one_step(here, "/py/crash").run({"succeed_on": 4}).result == {"attempt": 4}
+
+
+def test_a_component_that_always_exits_fails_unreachable_after_the_transport_retries(
+    here: Path,
+) -> None:
+    error = one_step(here, "/py/crash").run({"succeed_on": 99}).error
+    assert error is not None
+    assert error.to_dict() == {
+        "code": "UNREACHABLE",
+        "message": "component '/py/crash' exited its worker (SystemExit: 1) on each of 4 attempts",
+        "data": {"exception_type": "SystemExit"},
+    }
+
+
+def test_context_put_blob_gives_stepflows_id(here: Path) -> None:
+    # Stepflow's own expected id (tests/python/blob_simple.yaml, case blobs_42): the
+    # orchestrator keeps the object with its keys sorted.
+    data = {
+        "original_message": "Hello, blobs!",
+        "number_squared": 1764,
+        "processed_by": "python_udf",
+    }
+    result = one_step(here, "/py/blob_round_trip").run({"data": data})
+    assert result.result["blob_id"] == (
+        "334218f4b25c36515c313f6c7e23cce968f3dc287eec3064187bd8f0f32379f5"
+    )
+
+
 def test_context_blobs_are_the_runs_blobs(here: Path) -> None:
     flow = load_flow(
         flow_file(
