@@ -8,6 +8,8 @@
 * ``/http/request``: one HTTP request; every status is returned, not raised.
 * ``/builtin/noop``: returns its input unchanged.
 * ``/builtin/sleep``: waits ``duration_ms``, returns ``{duration_ms, passthrough?}``.
+* ``/builtin/put_blob``, ``/builtin/get_blob``: the run's content-addressed blobs
+  (in :mod:`~pocketbatch.loader._builtin_blobs`).
 
 Inputs are snake_case, as in Stepflow 0.13, and checked first (see
 :mod:`~pocketbatch.loader._builtin_base`). The small ones live here;
@@ -26,6 +28,7 @@ import math
 from typing import Any
 
 from pocketbatch.loader._builtin_base import Builtin
+from pocketbatch.loader._builtin_blobs import GetBlob, PutBlob
 from pocketbatch.loader._builtin_files import LoadFile, confined_path
 from pocketbatch.loader._builtin_http import HttpRequest, OpenAIChat
 from pocketbatch.loader._component import CallContext, Component
@@ -48,12 +51,14 @@ def builtin_components() -> dict[str, Component]:
     Returns:
         ``{path: component}`` for ``/builtin/create_messages``,
         ``/builtin/load_file``, ``/builtin/openai``, ``/http/request``,
-        ``/builtin/noop`` and ``/builtin/sleep``.
+        ``/builtin/noop``, ``/builtin/sleep``, ``/builtin/put_blob`` and
+        ``/builtin/get_blob``.
 
     Example:
         >>> sorted(builtin_components())  # doctest: +NORMALIZE_WHITESPACE
-        ['/builtin/create_messages', '/builtin/load_file', '/builtin/noop',
-         '/builtin/openai', '/builtin/sleep', '/http/request']
+        ['/builtin/create_messages', '/builtin/get_blob', '/builtin/load_file',
+         '/builtin/noop', '/builtin/openai', '/builtin/put_blob', '/builtin/sleep',
+         '/http/request']
     """
     components: tuple[Builtin, ...] = (
         CreateMessages(),
@@ -62,6 +67,8 @@ def builtin_components() -> dict[str, Component]:
         HttpRequest(),
         Noop(),
         Sleep(),
+        PutBlob(),
+        GetBlob(),
     )
     return {c.path: c for c in components}
 

@@ -16,7 +16,8 @@ an HTTP error); any other exception becomes a ``COMPONENT_FAILED`` error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,7 +64,33 @@ class LoaderOptions:
 
 @dataclass
 class CallContext:
-    """What a component may know about the call it serves.
+    """What a component may know about the call it serves, and what it may do within
+    the run: run a nested flow over many inputs (:meth:`evaluate_batch`, Stepflow's
+    "batch within a workflow").
+
+    A component gets it as its second argument (``def f(input, ctx)``; see
+    :func:`~pocketbatch.loader._adapt.adapt`).
+
+    Example:
+        >>> from pocketbatch import ComponentRegistry, load_flow
+        >>> components = ComponentRegistry()
+        >>> @components.component("/text/each")
+        ... async def each(data, ctx):
+        ...     results = await ctx.evaluate_batch(
+        ...         {"output": {"upper": {"$input": "w"}}},
+        ...         [{"w": w} for w in data["words"]],
+        ...         max_concurrency=2,
+        ...     )
+        ...     return [r.result["upper"] for r in results if r.ok]
+        >>> flow = load_flow('''
+        ... steps:
+        ...   - id: each
+        ...     component: /text/each
+        ...     input: {words: {$input: words}}
+        ... output: {$step: each}
+        ... ''', registry=components)
+        >>> flow.run({"words": ["a", "b", "c"]}).result
+        ['a', 'b', 'c']
 
     Attributes:
         step_id: the step being run.
@@ -79,6 +106,8 @@ class CallContext:
         step_retries: the step has ``on_error: retry``: the flow retries it, so a
             component that retries by itself (``/builtin/openai``) sends once per
             call instead (retries of retries would multiply the requests).
+        attempt: which attempt of the step this call is, from 1 (``on_error: retry``
+            calls again with 2, 3...), like Stepflow's ``context.attempt``.
     """
 
     step_id: str
@@ -88,6 +117,50 @@ class CallContext:
     load_subflow: Callable[[Any], Subflow] | None = None
     services: RunServices | None = None
     step_retries: bool = False
+    attempt: int = 1
+
+    async def evaluate_batch(
+        self, flow: Any, inputs: Sequence[Any], *, max_concurrency: int | None = None
+    ) -> list[FlowResult]:
+        """Run a nested flow once per input, concurrently, within this run (its
+        variables, HTTP clients, limiters and blobs).
+
+        Args:
+            flow: a flow mapping, or a path relative to the flow file (confined as
+                ``/builtin/eval``'s sub-flow paths are).
+            inputs: one input per run.
+            max_concurrency: at most this many runs at a time (``None``: all at once).
+
+        Returns:
+            One :class:`~pocketbatch.FlowResult` per input, in input order; a failing
+            input fails only its own result (never raised).
+
+        Raises:
+            ComponentError: ``INVALID_INPUT`` when the flow does not load, or nested
+                flows are not available here (a context made by hand);
+                ``PERMISSION_DENIED`` for a path outside the root.
+            ValueError: ``max_concurrency`` is not a whole number >= 1.
+        """
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise ValueError(
+                f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}"
+            )
+        if self.load_subflow is None:
+            raise ComponentError(
+                "INVALID_INPUT", f'step "{self.step_id}": nested flows are not available here'
+            )
+        sub = self.load_subflow(flow)
+        gate = asyncio.Semaphore(max_concurrency or max(1, len(inputs)))
+
+        async def one(item: Any) -> FlowResult:
+            async with gate:
+                return await sub.run_async(item, variables=self.variables, services=self.services)
+
+        return list(await asyncio.gather(*(one(item) for item in inputs)))
 
 
 class Subflow(Protocol):

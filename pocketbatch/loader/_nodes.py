@@ -117,6 +117,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
         context = self.flow._call_context(self.spec.id, self.state.variables, self.state.services)
         if self.spec.on_error.action == "retry":
             context.step_retries = True
+        context.attempt = self.cur_retry + 1
         cache = self.flow._step_cache() if self.spec.cache is not None else None
         key = self._cache_key(cache, value, context) if cache is not None else None
         if cache is not None and key is not None:

@@ -21,6 +21,7 @@ lists them in its ``components``.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -189,7 +190,7 @@ class Resolver:
         fix: str = "",
     ) -> UnknownComponent:
         probe = path if path.startswith("/") else f"/{path}"
-        hint = did_you_mean(probe, sorted({*self.known_paths(), *choices}))
+        hint = _path_hint(probe, sorted({*self.known_paths(), *choices}))
         message = headline + hint
         if tried:
             message += "; tried: " + "; ".join(tried)
@@ -230,6 +231,15 @@ class Resolver:
         listed = config.route_components.get(prefix)
         if listed is not None:
             return self._listed_route(config, path, prefix, rest, listed, label, tried, choices)
+        from pocketbatch.loader._stepflow_inproc import stepflow_component
+
+        # A stepflow-py worker module: its StepflowServer's components, run in-process.
+        stepflow = stepflow_component(config.directory, module_name, path, rest, choices)
+        if isinstance(stepflow, str):
+            tried.append(f"{label}, a stepflow-py worker module")
+            raise self._unknown(path, stepflow, tried, choices)
+        if stepflow is not None:
+            return stepflow
         if len(segments) > 1:
             raise UnknownComponent(
                 path,
@@ -423,3 +433,24 @@ class Resolver:
             return adapt(target, path=path)
         except TypeError as exc:
             raise UnknownComponent(path, str(exc), tried) from None
+
+
+def _path_hint(path: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest component path, comparing a path with
+    its siblings by their last segment only (a shared ``/builtin/`` must not make
+    ``/builtin/udf`` look like ``/builtin/map``), and with other paths whole. A lone
+    sibling is always suggested (the one thing offered at that place).
+
+    Example:
+        >>> _path_hint("/builtin/udf", ["/builtin/map", "/builtin/noop"])
+        ''
+        >>> _path_hint("/builtin/iterat", ["/builtin/iterate", "/builtin/map"])
+        " (did you mean '/builtin/iterate'?)"
+    """
+    parent, _, leaf = path.rpartition("/")
+    siblings = {c.rpartition("/")[2]: c for c in choices if c.rpartition("/")[0] == parent}
+    close = list(siblings) if len(siblings) == 1 else []
+    close = close or difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {siblings[close[0]]!r}?)"
+    return did_you_mean(path, [c for c in choices if c.rpartition("/")[0] != parent])

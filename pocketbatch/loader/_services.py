@@ -80,6 +80,9 @@ class ServiceSettings:
         requests_per_minute, tokens_per_minute: limits set by hand for every
             provider of the run (``None``: learned from headers only).
         retry: the retry policy of ``/builtin/openai``.
+        blobs: where the run's blobs live (``None``: in memory, per
+            :class:`RunServices`); the server gives its SQLite store, which travels to
+            worker processes by its file name.
 
     Example:
         >>> ServiceSettings(max_connections=32, requests_per_minute=500).tokens_per_minute is None
@@ -90,6 +93,7 @@ class ServiceSettings:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     retry: RetryPolicy = DEFAULT_RETRY
+    blobs: BlobStore | None = None
 
 
 class RunServices:
@@ -101,7 +105,7 @@ class RunServices:
             limiter}``), used for every key at that URL; the others are made on
             first use, one per base URL and key.
         usage: where to count (default: a new :class:`~pocketbatch.Usage`).
-        blobs: where the run's blobs live (default: a new
+        blobs: where the run's blobs live (default: ``settings.blobs``, else a new
             :class:`~pocketbatch.loader._blobs.MemoryBlobStore`; the server passes its
             SQLite-backed store).
         clock, sleep: for the limiters and the retry waits (tests pass fakes).
@@ -129,7 +133,9 @@ class RunServices:
     ) -> None:
         self.settings = settings or ServiceSettings()
         self.usage = usage if usage is not None else Usage()
-        self.blobs: BlobStore = blobs if blobs is not None else MemoryBlobStore()
+        self.blobs: BlobStore = (
+            blobs if blobs is not None else self.settings.blobs or MemoryBlobStore()
+        )
         self.clock = clock
         self.sleep = sleep
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}

@@ -81,7 +81,11 @@ _CASE_KEYS: dict[str, tuple[str, ...]] = {
 
 _STEP_ID = re.compile(r"[A-Za-z_][\w-]*\Z")
 # Input keys of builtins that take a nested flow, which is data, not expressions.
-LITERAL_INPUT_KEYS = {"/builtin/map": ("workflow", "flow"), "/builtin/eval": ("flow",)}
+LITERAL_INPUT_KEYS = {
+    "/builtin/map": ("workflow", "flow"),
+    "/builtin/eval": ("flow",),
+    "/builtin/iterate": ("flow",),
+}
 
 
 @dataclass(frozen=True)

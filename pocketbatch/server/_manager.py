@@ -35,6 +35,7 @@ from pocketbatch.batch._runner import stream_results
 from pocketbatch.core import Usage
 from pocketbatch.executors import SharedExecutors, open_shared_executors
 from pocketbatch.loader._services import ServiceSettings
+from pocketbatch.server._blobs import SqliteBlobStore
 from pocketbatch.server._store import Store
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class BatchManager:
         max_workers: int | None = None,
     ) -> None:
         self.store = store
+        self.blobs = SqliteBlobStore(store.path)  # the batches' blobs, in the same file
         spec = executor if isinstance(executor, ExecutorSpec) else ExecutorSpec.parse(executor)
         self.executor = spec.with_options(workers=max_workers)
         self.max_workers = max_workers
@@ -197,7 +199,9 @@ class BatchManager:
             flow = await asyncio.to_thread(self.load, row.flow)  # off the event loop
             # The batch's HTTP pool follows what it may have in flight.
             width = min(row.max_concurrent, self.max_concurrent)
-            inner = self._executors.executor(flow, ServiceSettings(max_connections=width))
+            # Blobs go to the server's database: they outlive the run.
+            settings = ServiceSettings(max_connections=width, blobs=self.blobs)
+            inner = self._executors.executor(flow, settings)
             live = getattr(inner, "usage", None)  # the executor's counters, when it has them
             if isinstance(live, Usage):
                 self._usage[batch_id] = (Usage(**(row.usage or {})), live)
@@ -301,6 +305,7 @@ class BatchManager:
         if self._executors is not None:
             self._executors.close()
             self._executors = None
+        self.blobs.close()
 
     def usage_of(self, batch_id: str, stored: dict[str, int] | None) -> dict[str, int] | None:
         """What a batch's LLM calls spent: the ``stored`` figure plus, while it runs,

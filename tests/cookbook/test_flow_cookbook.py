@@ -29,8 +29,8 @@ from _support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKBOOK = ROOT / "cookbook"
-EXAMPLES = ("data-pipeline", "doc-analysis", "agent-loop", "map-batch")
-OFFLINE = ("data-pipeline", "agent-loop", "map-batch")  # need no server
+EXAMPLES = ("data-pipeline", "doc-analysis", "agent-loop", "map-batch", "evaluate-batch")
+OFFLINE = ("data-pipeline", "agent-loop", "map-batch", "evaluate-batch")  # need no server
 
 # No OpenAI settings, and no proxies that loopback requests could be sent through.
 ENV = {
@@ -508,3 +508,67 @@ def test_stub_rejects_a_request_without_messages(stub_url: str) -> None:
     body = json.loads(caught.value.read())
     caught.value.close()
     assert "messages" in body["error"]["message"]
+
+
+# -- evaluate-batch ---------------------------------------------------------------------
+
+QUIZ = {
+    "student": "ada",
+    "answers": [
+        {"question": "q1", "answer": "Paris"},
+        {"question": "q2", "answer": "5"},
+        {"question": "q9", "answer": "?"},
+        {"question": "q2", "answer": "4"},
+        {"question": "q3", "answer": "blue  whale"},
+    ],
+}
+
+
+def test_evaluate_batch_run_isolates_the_failing_answer() -> None:
+    code, result, stderr = run_flow("evaluate-batch", QUIZ)
+    assert code == 0
+    assert stderr == ""
+    assert result == {
+        "outcome": "success",
+        "result": {
+            "student": "ada",
+            "score": "3/3",
+            "correct": ["q1", "q2", "q3"],
+            "wrong": [],
+            "not_graded": ["q9: no question 'q9' in the answer key"],
+        },
+    }
+    shown = readme("evaluate-batch").split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(shown) == result
+    assert json.dumps(QUIZ) in readme("evaluate-batch")  # the command shown is this run
+
+
+def test_evaluate_batch_max_concurrency_is_respected() -> None:
+    # The check component is swapped (a registry wins over pocketbatch.yaml) for one
+    # that counts the answers in flight; the sub-flow uses the same components.
+    peak = run_script(
+        """
+        import asyncio, json
+        from pocketbatch import ComponentRegistry, load_flow
+
+        in_flight = peak = 0
+        components = ComponentRegistry()
+
+        @components.component("/quiz/check")
+        async def check(answer):
+            global in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            in_flight -= 1
+            return {"question": answer["question"], "correct": True}
+
+        flow = load_flow("cookbook/evaluate-batch/flow.yaml", registry=components)
+        answers = [{"question": f"q{n}", "answer": "x"} for n in range(8)]
+        result = flow.run({"student": "x", "answers": answers})
+        assert result.result["score"] == "8/8", result
+        print(json.dumps(peak))
+        """
+    )
+    assert peak == 2

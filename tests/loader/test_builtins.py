@@ -34,6 +34,8 @@ def test_builtin_components_lists_every_path_with_fresh_instances() -> None:
         "/http/request",
         "/builtin/noop",
         "/builtin/sleep",
+        "/builtin/put_blob",
+        "/builtin/get_blob",
     }
     assert all(first[path] is not second[path] for path in first)
     assert isinstance(first["/builtin/openai"], OpenAIChat)
