@@ -40,6 +40,7 @@ from pocketbatch.loader._python_modules import (
 )
 from pocketbatch.loader._registry import ComponentRegistry
 from pocketbatch.loader._source import did_you_mean
+from pocketbatch.loader._worker_config import WorkerPlugin, missing_extra
 
 __all__ = ("Resolver", "UnknownComponent")
 
@@ -355,6 +356,8 @@ class Resolver:
                         return self.builtins[key]
                 tried.append(f"{label} -> builtin plugin {plugin.name!r}")
                 raise self._unknown(path, f"pocketbatch has no builtin {path!r}", tried, fix=_FIX)
+            if plugin.worker is not None:
+                return _worker_component(plugin.worker, component, path, tried)
             tried.append(f"{label} -> plugin {plugin.name!r}")
             raise UnknownComponent(
                 path,
@@ -423,3 +426,21 @@ class Resolver:
             return adapt(target, path=path)
         except TypeError as exc:
             raise UnknownComponent(path, str(exc), tried) from None
+
+
+def _worker_component(
+    plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]
+) -> Component:
+    """A path routed to a ``grpc`` plugin: its worker runs it (needs the ``stepflow`` extra)."""
+    from pocketbatch.loader._worker_component import WorkerComponent
+
+    if missing_extra():
+        tried.append(f"plugin {plugin.name!r} ({plugin.where})")
+        raise UnknownComponent(
+            path,
+            f"component {path!r} is routed to plugin {plugin.name!r} of type 'grpc' "
+            f"({plugin.where}), whose Stepflow worker needs the 'stepflow' extra "
+            "(stepflow-py, grpcio): pip install 'pocketbatch[stepflow]'",
+            tried,
+        )
+    return WorkerComponent(plugin, subpath, path)
