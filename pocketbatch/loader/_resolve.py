@@ -428,9 +428,7 @@ class Resolver:
             raise UnknownComponent(path, str(exc), tried) from None
 
 
-def _worker_component(
-    plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]
-) -> Component:
+def _worker_component(plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]) -> Component:
     """A path routed to a ``grpc`` plugin: its worker runs it (needs the ``stepflow`` extra)."""
     from pocketbatch.loader._worker_component import WorkerComponent
 

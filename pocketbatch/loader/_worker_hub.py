@@ -163,13 +163,18 @@ class WorkerHub:
         try:
             flow_data, _ = await self.blobs.get(run_request.flow_id)
         except ComponentError:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"flow not found: {run_request.flow_id}")
+            raise _Abort(
+                grpc.StatusCode.NOT_FOUND, f"flow not found: {run_request.flow_id}"
+            ) from None
         try:
             flow = ctx.load_subflow(flow_data)
         except PocketbatchError as exc:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid flow: {exc}") from None
         inputs = [from_value(v) for v in run_request.input]
-        variables = {**ctx.variables, **{k: from_value(v) for k, v in run_request.variables.items()}}
+        variables = {
+            **ctx.variables,
+            **{k: from_value(v) for k, v in run_request.variables.items()},
+        }
         limit = asyncio.Semaphore(
             run_request.max_concurrency if run_request.HasField("max_concurrency") else 10
         )
@@ -205,11 +210,13 @@ class WorkerHub:
             await self._wait(run, request.timeout_secs or _WAIT_SECS)
         return self._status(run, include_results=request.include_results)
 
-    async def _wait(self, run: _SubRun, timeout: float) -> None:
+    async def _wait(self, run: _SubRun, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(run.job), timeout)
+            await asyncio.wait_for(asyncio.shield(run.job), seconds)
 
-    def _status(self, run: _SubRun, *, include_results: bool) -> orchestrator_pb2.OrchestratorRunStatus:
+    def _status(
+        self, run: _SubRun, *, include_results: bool
+    ) -> orchestrator_pb2.OrchestratorRunStatus:
         status = orchestrator_pb2.OrchestratorRunStatus(
             run_id=run.run_id,
             flow_id=run.flow_id,
@@ -239,7 +246,7 @@ class WorkerHub:
                 if result.outcome == "failed" and result.error is not None:
                     item.status = common_pb2.EXECUTION_STATUS_FAILED
                     item.error_message = result.error.message
-                    item.error_code = error_code(result.error.code)  # type: ignore[assignment]
+                    item.error_code = error_code(result.error.code)
                 else:
                     item.status = common_pb2.EXECUTION_STATUS_COMPLETED
                     item.output.CopyFrom(to_value(result.result))
@@ -256,7 +263,7 @@ class _Tasks(tasks_pb2_grpc.TasksServiceServicer):
     def __init__(self, hub: WorkerHub) -> None:
         self.hub = hub
 
-    async def PullTasks(  # noqa: N802 (the service's method name)
+    async def PullTasks(
         self, request: tasks_pb2.PullTasksRequest, context: Any
     ) -> AsyncIterator[tasks_pb2.TaskAssignment]:
         runtime = self.hub._queues.get(request.queue_name)
@@ -273,7 +280,7 @@ class _Tasks(tasks_pb2_grpc.TasksServiceServicer):
         finally:
             runtime.disconnect(connection)
 
-    async def GetOrchestratorForRun(  # noqa: N802
+    async def GetOrchestratorForRun(
         self, request: tasks_pb2.GetOrchestratorForRunRequest, context: Any
     ) -> tasks_pb2.GetOrchestratorForRunResponse:
         return tasks_pb2.GetOrchestratorForRunResponse(
@@ -285,7 +292,7 @@ class _Orchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, hub: WorkerHub) -> None:
         self.hub = hub
 
-    async def TaskHeartbeat(  # noqa: N802
+    async def TaskHeartbeat(
         self, request: orchestrator_pb2.TaskHeartbeatRequest, context: Any
     ) -> orchestrator_pb2.TaskHeartbeatResponse:
         if not request.worker_id:
@@ -299,7 +306,7 @@ class _Orchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             status=status,  # type: ignore[arg-type]
         )
 
-    async def CompleteTask(  # noqa: N802
+    async def CompleteTask(
         self, request: orchestrator_pb2.CompleteTaskRequest, context: Any
     ) -> orchestrator_pb2.CompleteTaskResponse:
         runtime = self.hub.owner(request.task_id)
@@ -320,7 +327,7 @@ class _Orchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"task not found: {request.task_id}")
         return orchestrator_pb2.CompleteTaskResponse()
 
-    async def SubmitRun(  # noqa: N802
+    async def SubmitRun(
         self, request: orchestrator_pb2.OrchestratorSubmitRunRequest, context: Any
     ) -> orchestrator_pb2.OrchestratorRunStatus:
         try:
@@ -329,7 +336,7 @@ class _Orchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await context.abort(exc.code, exc.details)
             raise
 
-    async def GetRun(  # noqa: N802
+    async def GetRun(
         self, request: orchestrator_pb2.OrchestratorGetRunRequest, context: Any
     ) -> orchestrator_pb2.OrchestratorRunStatus:
         try:
@@ -343,7 +350,7 @@ class _Blobs(blobs_pb2_grpc.BlobServiceServicer):
     def __init__(self, hub: WorkerHub) -> None:
         self.hub = hub
 
-    async def PutBlob(  # noqa: N802
+    async def PutBlob(
         self, request: blobs_pb2.PutBlobRequest, context: Any
     ) -> blobs_pb2.PutBlobResponse:
         kind = request.blob_type or "data"
@@ -361,7 +368,7 @@ class _Blobs(blobs_pb2_grpc.BlobServiceServicer):
             response.filename = request.filename
         return response
 
-    async def GetBlob(  # noqa: N802
+    async def GetBlob(
         self, request: blobs_pb2.GetBlobRequest, context: Any
     ) -> blobs_pb2.GetBlobResponse:
         try:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepflow_py.proto import tasks_pb2
+from stepflow_py.proto import common_pb2, tasks_pb2
 
 from pocketbatch._errors import ComponentError
 from pocketbatch.loader._worker_config import WorkerPlugin
@@ -174,10 +174,14 @@ class PluginRuntime:
                 component_id=component_id,
                 input=to_value(input),
                 attempt=attempt,
-                observability={"run_id": token, "flow_id": token, "step_id": step_id},
+                observability=common_pb2.ObservabilityContext(
+                    run_id=token, flow_id=token, step_id=step_id
+                ),
                 path_params=path_params,
             ),
-            context=tasks_pb2.TaskContext(orchestrator_service_url=self.tasks_url, root_run_id=token),
+            context=tasks_pb2.TaskContext(
+                orchestrator_service_url=self.tasks_url, root_run_id=token
+            ),
             heartbeat_interval_secs=1,
         )
 
@@ -275,7 +279,9 @@ class PluginRuntime:
             return int(orchestrator_pb2.TASK_STATUS_IN_PROGRESS)
         return int(orchestrator_pb2.TASK_STATUS_ALREADY_CLAIMED)
 
-    def complete(self, task_id: str, result: Any = None, error: BaseException | None = None) -> bool:
+    def complete(
+        self, task_id: str, result: Any = None, error: BaseException | None = None
+    ) -> bool:
         """A worker reported a result; ``False`` for an unknown task."""
         task = self._tasks.get(task_id)
         if task is None:
@@ -324,7 +330,9 @@ class PluginRuntime:
         elif kind == "run":
             message = f"task '{task.task_id}' exceeded execution timeout"
         else:
-            message = f"task '{task.task_id}' timed out: no heartbeat received (worker presumed crashed)"
+            message = (
+                f"task '{task.task_id}' timed out: no heartbeat received (worker presumed crashed)"
+            )
         self._fail(task, "TIMEOUT", message)
 
     def _requeue(self, connection: _Connection) -> None:
@@ -399,7 +407,9 @@ class PluginRuntime:
         watcher.add_done_callback(self._background.discard)
         connected = asyncio.create_task(self._connected.wait())
         try:
-            await asyncio.wait({connected, watcher}, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {connected, watcher}, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             connected.cancel()
         if self._connected.is_set():
