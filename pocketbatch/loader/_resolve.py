@@ -356,15 +356,21 @@ class Resolver:
                         return self.builtins[key]
                 tried.append(f"{label} -> builtin plugin {plugin.name!r}")
                 raise self._unknown(path, f"pocketbatch has no builtin {path!r}", tried, fix=_FIX)
-            if plugin.worker is not None:
+            if plugin.worker is not None and plugin.worker.command is not None:
                 return _worker_component(plugin.worker, component, path, tried)
             tried.append(f"{label} -> plugin {plugin.name!r}")
+            remote = (
+                " (the plugin has no 'command': its worker is remote, and pocketbatch runs "
+                "only workers it launches)"
+                if plugin.worker is not None
+                else ""
+            )
             raise UnknownComponent(
                 path,
                 f"component {path!r} is routed to plugin {plugin.name!r} of type "
                 f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; provide it "
                 f"instead with a ComponentRegistry (registry.register({path!r}, function)), "
-                "a route to a Python module in pocketbatch.yaml, or a mock",
+                f"a route to a Python module in pocketbatch.yaml, or a mock{remote}",
                 tried,
             )
         if config.plugin_routes and not any(r.pattern.match(path) for r in config.plugin_routes):

@@ -450,6 +450,7 @@ class PluginRuntime:
         for task in list(self._tasks.values()):
             self._fail(task, "CANCELLED", "the run has ended")
         if self._starting is not None:
+            self._starting.cancel()  # a worker still connecting is stopped below
             with contextlib.suppress(BaseException):
                 await self._starting
         if self._process is not None:
