@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pocketbatch.loader._mocks import MockComponent
+from pocketbatch.loader._worker_config import WorkerPlugin
 
 __all__ = ("ComponentConfig",)
 
@@ -126,6 +127,7 @@ class _Plugin:
     type: str
     components: Mapping[str, MockComponent]
     where: str
+    worker: WorkerPlugin | None = None  # a ``type: grpc`` plugin's worker
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pocketbatch.loader._config import ComponentConfig, _Pattern, _Plugin, _Plug
 from pocketbatch.loader._config_reader import ConfigReader, child_path, kind_of, read_mock
 from pocketbatch.loader._mocks import MockComponent
 from pocketbatch.loader._source import DocPath, PairList, did_you_mean, listed
+from pocketbatch.loader._worker_config import WorkerPlugin, read_grpc_plugin
 
 __all__ = ("read_stepflow",)
 
@@ -30,6 +31,9 @@ def read_stepflow(r: ConfigReader, data: dict[Any, Any], file: Path) -> Componen
         if not isinstance(kind, str):
             raise r.error(f"plugin {name!r} needs a 'type' (builtin, mock, grpc, mcp, ...)", at)
         components: dict[str, MockComponent] = {}
+        worker: WorkerPlugin | None = None
+        if kind == "grpc":
+            worker = read_grpc_plugin(r, str(name), spec, at, file, data.get("retry"))
         if kind == "mock":
             entries = r.mapping(
                 spec.get("components"), (*at, "components"), f"the components of plugin {name!r}"
@@ -37,7 +41,7 @@ def read_stepflow(r: ConfigReader, data: dict[Any, Any], file: Path) -> Componen
             for i, (path, component) in enumerate(entries.items()):
                 component_at = child_path((*at, "components"), path, i)
                 components[str(path)] = read_mock(r, str(path), component, component_at)
-        config.plugins[str(name)] = _Plugin(str(name), kind, components, r.where(at))
+        config.plugins[str(name)] = _Plugin(str(name), kind, components, r.where(at), worker)
     routes = r.mapping(data.get("routes"), ("routes",), "'routes'")
     for index, (pattern, rules) in enumerate(routes.items()):
         at = child_path(("routes",), pattern, index)

@@ -41,6 +41,7 @@ from pocketbatch.loader._python_modules import (
 )
 from pocketbatch.loader._registry import ComponentRegistry
 from pocketbatch.loader._source import did_you_mean
+from pocketbatch.loader._worker_config import WorkerPlugin, missing_extra
 
 __all__ = ("Resolver", "UnknownComponent")
 
@@ -365,13 +366,21 @@ class Resolver:
                         return self.builtins[key]
                 tried.append(f"{label} -> builtin plugin {plugin.name!r}")
                 raise self._unknown(path, f"pocketbatch has no builtin {path!r}", tried, fix=_FIX)
+            if plugin.worker is not None and plugin.worker.command is not None:
+                return _worker_component(plugin.worker, component, path, tried)
             tried.append(f"{label} -> plugin {plugin.name!r}")
+            remote = (
+                " (the plugin has no 'command': its worker is remote, and pocketbatch runs "
+                "only workers it launches)"
+                if plugin.worker is not None
+                else ""
+            )
             raise UnknownComponent(
                 path,
                 f"component {path!r} is routed to plugin {plugin.name!r} of type "
                 f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; provide it "
                 f"instead with a ComponentRegistry (registry.register({path!r}, function)), "
-                "a route to a Python module in pocketbatch.yaml, or a mock",
+                f"a route to a Python module in pocketbatch.yaml, or a mock{remote}",
                 tried,
             )
         if config.plugin_routes and not any(r.pattern.match(path) for r in config.plugin_routes):
@@ -454,3 +463,19 @@ def _path_hint(path: str, choices: Sequence[str]) -> str:
     if close:
         return f" (did you mean {siblings[close[0]]!r}?)"
     return did_you_mean(path, [c for c in choices if c.rpartition("/")[0] != parent])
+
+
+def _worker_component(plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]) -> Component:
+    """A path routed to a ``grpc`` plugin: its worker runs it (needs the ``stepflow`` extra)."""
+    from pocketbatch.loader._worker_component import WorkerComponent
+
+    if missing_extra():
+        tried.append(f"plugin {plugin.name!r} ({plugin.where})")
+        raise UnknownComponent(
+            path,
+            f"component {path!r} is routed to plugin {plugin.name!r} of type 'grpc' "
+            f"({plugin.where}), whose Stepflow worker needs the 'stepflow' extra "
+            "(stepflow-py, grpcio): pip install '.[stepflow]' in pocketbatch's checkout",
+            tried,
+        )
+    return WorkerComponent(plugin, subpath, path)

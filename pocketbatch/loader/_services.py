@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pocketbatch.core._limits import ProviderLimiter, Usage
 from pocketbatch.loader._blobs import BlobStore, MemoryBlobStore
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ("DEFAULT_RETRY", "RetryPolicy", "RunServices", "ServiceSettings")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,18 @@ class RunServices:
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
         self._limiters: dict[tuple[str, str], ProviderLimiter] = {}
         self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
+        self._owned: dict[object, Any] = {}
         self._closed = False
+
+    def owned(self, key: object, make: Callable[[], _T]) -> _T:
+        """A run-scoped object (the Stepflow worker hub) made by ``make`` on first use
+        and closed, by its ``aclose()``, when these services close."""
+        if self._closed:
+            raise RuntimeError("the run's services are closed; a run cannot send after it ended")
+        if key not in self._owned:
+            self._owned[key] = make()
+        found: _T = self._owned[key]
+        return found
 
     def client(self, network: NetworkPolicy | None) -> httpx.AsyncClient:
         """The pooled client for a network policy (made on first use): the server's
@@ -192,6 +205,9 @@ class RunServices:
     async def aclose(self) -> None:
         """Close the clients (and their connections). Idempotent."""
         self._closed = True
+        owned, self._owned = list(self._owned.values()), {}
+        for resource in reversed(owned):
+            await resource.aclose()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()

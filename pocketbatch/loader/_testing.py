@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pocketbatch._result import FlowResult
 from pocketbatch.core import bounded_map
 from pocketbatch.loader._component import Subflow
+from pocketbatch.loader._services import RunServices
 from pocketbatch.loader._spec import TestCase
 
 __all__ = ("CaseOutcome", "FlowWithCases", "mismatches", "run_cases")
@@ -104,7 +105,7 @@ async def run_cases(
     chosen = list(flow.tests if cases is None else cases)
 
     async def one(index: int, case: TestCase) -> CaseOutcome:
-        result = await flow.run_async(case.input)
+        result = await flow.run_async(case.input, services=services)
         if case.expected is None:
             problems = (
                 [f"the run failed: {result.error.message}"]
@@ -115,7 +116,8 @@ async def run_cases(
             problems = mismatches(dict(case.expected), result.to_dict())
         return CaseOutcome(case.name, not problems, result, problems)
 
-    outcomes: list[CaseOutcome] = await bounded_map(
-        one, chosen, limit=max_concurrency, collect=False
-    )
+    async with RunServices() as services:  # one run, as Stepflow runs a file's cases as one batch
+        outcomes: list[CaseOutcome] = await bounded_map(
+            one, chosen, limit=max_concurrency, collect=False
+        )
     return outcomes

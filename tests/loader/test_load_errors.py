@@ -451,7 +451,8 @@ def test_component_routed_to_a_plugin_pocketbatch_cannot_run(tmp_path: Path) -> 
         f"<string>:2:13: step 'a': component '/mock/x' is routed to plugin 'python' of type "
         f"'grpc' ({cfg}:6:3), which pocketbatch cannot run; provide it instead with a "
         "ComponentRegistry (registry.register('/mock/x', function)), a route to a Python "
-        "module in pocketbatch.yaml, or a mock"
+        "module in pocketbatch.yaml, or a mock (the plugin has no 'command': its worker is "
+        "remote, and pocketbatch runs only workers it launches)"
     )
     assert where(error) == ("<string>", 2, 13, "a")
     # A registry wins over the config, so the same flow loads with one.
