@@ -27,10 +27,12 @@ from pocketbatch._errors import (
     ComponentError,
     FlowDefinitionError,
     LoadError,
+    LoadWarning,
     MissingExtraError,
     NodeTimeoutError,
     ObserverError,
     PocketbatchError,
+    PocketbatchWarning,
     UnknownActionError,
 )
 from pocketbatch.core import (
@@ -117,6 +119,7 @@ __all__ = (
     "FlowResult",
     "ItemError",
     "LoadError",
+    "LoadWarning",
     "LoadedFlow",
     "MissingExtraError",
     "Node",
@@ -126,6 +129,7 @@ __all__ = (
     "ObserverError",
     "ParallelBatchNode",
     "PocketbatchError",
+    "PocketbatchWarning",
     "ProviderLimiter",
     "UnknownActionError",
     "Usage",

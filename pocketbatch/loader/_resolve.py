@@ -28,7 +28,7 @@ from typing import Any
 
 from pocketbatch.loader._adapt import adapt
 from pocketbatch.loader._component import Component, LoaderOptions
-from pocketbatch.loader._config import ComponentConfig, _public_dotted
+from pocketbatch.loader._config import ComponentConfig, _Plugin, _public_dotted
 from pocketbatch.loader._python_modules import (
     _MISSING,
     _attribute,
@@ -322,51 +322,85 @@ class Resolver:
     def _from_plugins(
         self, config: ComponentConfig, path: str, tried: list[str]
     ) -> Component | None:
+        """Stepflow's routing: the routes matching ``path``, most specific first and
+        the ``"/"`` catch-all last; in each, the rules in order. The first rule whose
+        plugin serves the component wins; a plugin that does not (a mock or builtin
+        plugin without it) hands on to the next rule, then to the next route.
+
+        Rules with ``conditions`` are skipped: Stepflow 0.13 evaluates them per input,
+        none of its shipped configs uses them, and pocketbatch routes at load time.
+        A plugin pocketbatch cannot run (``grpc``, ``mcp``...) is passed over too, so
+        a later rule may serve the path; when none does, that plugin is named."""
+        matched_any = False
+        misses: list[str] = []  # why each rule that was tried did not serve the path
+        cannot_run: UnknownComponent | None = None
         for route in config.plugin_routes:
             matched = route.pattern.match(path)
             if matched is None:
                 continue
+            matched_any = True
             captures, remainder = matched
-            rule = next((rule for rule in route.rules if rule.applies(path, remainder)), None)
             label = f"route {route.pattern.text!r} ({route.where})"
-            if rule is None:
+            usable = False
+            for rule in route.rules:
+                if rule.conditional or not rule.allows(path, remainder):
+                    continue
+                usable = True
+                plugin = config.plugins[rule.plugin]
+                component = rule.component_for(path, captures, remainder)
+                found = self._plugin_component(plugin, path, component)
+                if found is not None:
+                    return found
+                if plugin.type in ("mock", "builtin"):
+                    tried.append(f"{label} -> {plugin.type} plugin {plugin.name!r}")
+                    misses.append(self._miss(plugin.type, plugin.name, path, component))
+                    continue
+                tried.append(f"{label} -> plugin {plugin.name!r}")
+                if cannot_run is None:
+                    cannot_run = UnknownComponent(
+                        path,
+                        f"component {path!r} is routed to plugin {plugin.name!r} of type "
+                        f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; "
+                        "provide it instead with a ComponentRegistry "
+                        f"(registry.register({path!r}, function)), a route to a Python "
+                        "module in pocketbatch.yaml, or a mock",
+                    )
+            if not usable:
                 tried.append(
                     f"{label}, whose rules all have conditions or allow/deny lists that "
                     "pocketbatch cannot apply to this path"
                 )
-                continue
-            plugin = config.plugins[rule.plugin]
-            component = rule.component_for(path, captures, remainder)
-            if plugin.type == "mock":
-                for key in (path, component, component.lstrip("/")):
-                    if key in plugin.components:
-                        return plugin.components[key]
-                tried.append(f"{label} -> mock plugin {plugin.name!r}")
-                keys = dict.fromkeys((path, component))
-                raise self._unknown(
-                    path,
-                    f"component {path!r} is routed to mock plugin {plugin.name!r}, which has "
-                    f"no component {' or '.join(repr(k) for k in keys)}",
-                    tried,
-                )
-            if plugin.type == "builtin":
-                for key in (path, f"/builtin{component}"):
-                    if key in self.builtins:
-                        return self.builtins[key]
-                tried.append(f"{label} -> builtin plugin {plugin.name!r}")
-                raise self._unknown(path, f"pocketbatch has no builtin {path!r}", tried, fix=_FIX)
-            tried.append(f"{label} -> plugin {plugin.name!r}")
-            raise UnknownComponent(
-                path,
-                f"component {path!r} is routed to plugin {plugin.name!r} of type "
-                f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; provide it "
-                f"instead with a ComponentRegistry (registry.register({path!r}, function)), "
-                "a route to a Python module in pocketbatch.yaml, or a mock",
-                tried,
-            )
-        if config.plugin_routes and not any(r.pattern.match(path) for r in config.plugin_routes):
+        if cannot_run is not None:
+            raise UnknownComponent(path, cannot_run.message, tried)
+        if misses:
+            fix = _FIX if misses[0].startswith("pocketbatch has no builtin") else ""
+            raise self._unknown(path, misses[0], tried, fix=fix)
+        if config.plugin_routes and not matched_any:
             tried.append(f"the routes in {config.name} (none matches)")
         return None
+
+    def _plugin_component(self, plugin: _Plugin, path: str, component: str) -> Component | None:
+        """The component ``plugin`` serves as ``component`` (routed from ``path``),
+        or ``None`` when it has none by that name or is a kind pocketbatch cannot run."""
+        if plugin.type == "mock":
+            for key in (path, component, component.lstrip("/")):
+                if key in plugin.components:
+                    return plugin.components[key]
+        elif plugin.type == "builtin":
+            for key in (path, f"/builtin{component}"):
+                if key in self.builtins:
+                    return self.builtins[key]
+        return None
+
+    @staticmethod
+    def _miss(kind: str, name: str, path: str, component: str) -> str:
+        if kind == "builtin":
+            return f"pocketbatch has no builtin {path!r}"
+        keys = dict.fromkeys((path, component))
+        return (
+            f"component {path!r} is routed to mock plugin {name!r}, which has no component "
+            f"{' or '.join(repr(k) for k in keys)}"
+        )
 
     def _python_import(self, path: str, tried: list[str], choices: list[str]) -> Component:
         config = self.config

@@ -14,7 +14,7 @@ import pytest
 from pocketbatch import load_flow
 from pocketbatch._errors import ComponentError, LoadError
 from pocketbatch.loader._adapt import adapt
-from pocketbatch.loader._component import CallContext, Component, LoaderOptions
+from pocketbatch.loader._component import CallContext, Component, LoaderOptions, PluginFailure
 from pocketbatch.loader._config import ComponentConfig
 from pocketbatch.loader._config_files import find_config, load_config
 from pocketbatch.loader._mocks import MockComponent
@@ -605,7 +605,7 @@ async def test_stepflow_config_as_is_mock(stepflow: ComponentConfig) -> None:
         await call(mock, {"mode": "error"})
     assert (info.value.code, info.value.message) == (8, "error")
     with pytest.raises(
-        ComponentError, match=re.escape('no behavior defined for /mock/error on {"mode": "other"}')
+        PluginFailure, match=re.escape('No behavior defined for /mock/error on {"mode":"other"}')
     ):
         await call(mock, {"mode": "other"})
 

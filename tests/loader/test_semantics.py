@@ -85,7 +85,8 @@ def test_taken_branch_runs_its_step_only() -> None:
     assert result.outcome == "failed"
     assert result.error is not None
     assert result.error.code == "COMPONENT_FAILED"
-    assert result.error.message == 'step "broken" failed: RuntimeError: boom'
+    assert result.error.message == "boom"
+    assert result.error.data == {"step": "broken", "exception_type": "RuntimeError"}
     assert calls == {"/t/boom": 1}
     assert dict(result.steps) == {"broken": "failed"}
 
@@ -361,8 +362,8 @@ steps:
 output: {$step: each}
 """
     )
-    message = 'step "each": an item needs step "gone", which was skipped'
-    error = {"error": {"code": "EXPRESSION_FAILURE", "message": message}}
+    message = 'an item needs step "gone", which was skipped'
+    error = {"error": {"code": "EXPRESSION_FAILURE", "message": message, "data": {"step": "each"}}}
     assert flow.run({}).result == [error, error]
 
 
@@ -416,7 +417,8 @@ def test_retry_counts_attempts(on_error: str, failures: int, attempts: int) -> N
             "outcome": "failed",
             "error": {
                 "code": "COMPONENT_FAILED",
-                "message": 'step "call" failed: RuntimeError: attempt 3',
+                "message": "attempt 3",
+                "data": {"step": "call", "exception_type": "RuntimeError"},
             },
         }
         assert dict(result.steps) == {"call": "failed"}
@@ -479,7 +481,8 @@ def test_retry_does_not_rerun_a_bad_input_expression() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "call": Input path $.missing not found',
+            "message": "Input path $.missing not found",
+            "data": {"step": "call"},
         },
     }
 
@@ -635,7 +638,8 @@ def test_action_must_be_a_string() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "a": action must be a string, got int',
+            "message": "action must be a string, got int",
+            "data": {"step": "a"},
         },
     }
 
@@ -707,7 +711,8 @@ def test_for_each_collect_keeps_order_and_marks_failures() -> None:
         x: {
             "error": {
                 "code": "COMPONENT_FAILED",
-                "message": f'step "each" failed: ValueError: bad {x}',
+                "message": f"bad {x}",
+                "data": {"step": "each", "exception_type": "ValueError"},
             }
         }
         for x in (3, 6)
@@ -723,7 +728,11 @@ def test_for_each_raise_fails_the_step() -> None:
     result = flow.run({"xs": [1, 2, 3, 4, 5, 6, 7]})
     assert result.to_dict() == {
         "outcome": "failed",
-        "error": {"code": "COMPONENT_FAILED", "message": 'step "each" failed: ValueError: bad 3'},
+        "error": {
+            "code": "COMPONENT_FAILED",
+            "message": "bad 3",
+            "data": {"step": "each", "exception_type": "ValueError"},
+        },
     }
     assert dict(result.steps) == {"each": "failed"}
     assert calls["item"] < 7  # items not started yet never start
@@ -783,7 +792,8 @@ def test_for_each_needs_a_list() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "each": for_each must give a list, got dict',
+            "message": "for_each must give a list, got dict",
+            "data": {"step": "each"},
         },
     }
 
@@ -834,10 +844,12 @@ async def test_nested_map_over_many_concurrent_inputs() -> None:
         for item in inp["items"]:
             x = item["x"]
             if x % 7 == 0:
-                message = f'step "sq" failed: ValueError: no {x}'
-                expected.append(
-                    {"outcome": "failed", "error": {"code": "COMPONENT_FAILED", "message": message}}
-                )
+                error = {
+                    "code": "COMPONENT_FAILED",
+                    "message": f"no {x}",
+                    "data": {"step": "sq", "exception_type": "ValueError"},
+                }
+                expected.append({"outcome": "failed", "error": error})
             else:
                 expected.append({"outcome": "success", "result": x * x})
         n_failed = sum(1 for e in expected if e["outcome"] == "failed")
