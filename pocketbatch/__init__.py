@@ -27,14 +27,13 @@ from pocketbatch._errors import (
     ComponentError,
     FlowDefinitionError,
     LoadError,
-    LoadWarning,
     MissingExtraError,
     NodeTimeoutError,
     ObserverError,
     PocketbatchError,
-    PocketbatchWarning,
     UnknownActionError,
 )
+from pocketbatch._warnings import LoadWarning, PocketbatchWarning
 from pocketbatch.core import (
     AsyncBatchFlow,
     AsyncBatchNode,

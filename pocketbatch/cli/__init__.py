@@ -23,9 +23,10 @@ Commands::
 Results go to stdout as JSON, diagnostics to stderr. Exit codes: 0 success,
 1 the flow (or a test case, or a batch item) failed, 2 bad usage, a flow that
 does not load (or, for validate --strict, has a warning), or an executor that
-cannot start (a Ray cluster out of reach, a component Ray cannot ship), 3 run-batch ran out of space writing its output (a full disk,
-a quota or a file size limit: free space and rerun it with --resume), 130 an interrupted
-batch (rerun it with --resume). The client
+cannot start (a Ray cluster out of reach, a component Ray cannot ship), 3 run-batch
+ran out of space writing its output (a full disk, a quota or a file size limit: free
+space and rerun it with --resume), 130 an interrupted batch (rerun it with --resume).
+The client
 commands (submit-batch, get-batch, list-batches, cancel-batch) exit 2 on a server
 error too (401 wrong token, 404 unknown batch, 422 a flow that does not load, or
 an unreachable server), with the status and the server's message on stderr.

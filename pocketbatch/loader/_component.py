@@ -69,7 +69,6 @@ class PluginFailure(Exception):
         return (type(self), (self.component, self.detail, self.context), self.__dict__)
 
 
-
 @dataclass(frozen=True)
 class LoaderOptions:
     """Settings that shape how components are found and what they may touch.

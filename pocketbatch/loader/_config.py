@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-from pocketbatch._errors import LoadWarning
+from pocketbatch._warnings import LoadWarning
 from pocketbatch.loader._mocks import MockComponent
 
 __all__ = ("ComponentConfig",)

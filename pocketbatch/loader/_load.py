@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pocketbatch._errors import ComponentError, LoadError, LoadWarning, UnknownActionError
+from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch._result import FlowError, FlowResult
+from pocketbatch._warnings import LoadWarning
 from pocketbatch.core import AsyncFlow, Observer
 from pocketbatch.loader._builtin_files import confined_path
 from pocketbatch.loader._builtins import builtin_components
@@ -468,15 +469,20 @@ def load_flow(
         'HI'
     """
     doc = _read(path_or_text)
-    flow = _load(
-        doc,
-        registry,
-        config,
-        variables,
-        allow_python_imports,
-        options=options,
-        check_input_schema=check_input_schema,
-    )
+    try:
+        flow = _load(
+            doc,
+            registry,
+            config,
+            variables,
+            allow_python_imports,
+            options=options,
+            check_input_schema=check_input_schema,
+        )
+    except LoadError:
+        if strict and doc.warnings:  # found first ('step:' for 'steps:' before its effects)
+            raise doc.warnings[0].to_error() from None
+        raise
     if strict and flow.warnings:
         raise flow.warnings[0].to_error()
     source = str(doc.path) if doc.path is not None else path_or_text

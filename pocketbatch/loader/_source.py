@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pocketbatch._errors import LoadError, LoadWarning
+from pocketbatch._errors import LoadError
+from pocketbatch._warnings import LoadWarning
 
 __all__ = (
     "MAX_ALIAS_NODES",

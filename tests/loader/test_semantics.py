@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -934,3 +935,98 @@ def test_invalid_input_runs_no_step() -> None:
     }
     assert calls == {}
     assert dict(result.steps) == {}
+
+
+# ------------------------------------------------------- issue 13: Stepflow's error shapes
+
+STEPFLOW_MOCK = """\
+plugins:
+  mock:
+    type: mock
+    components:
+      /one_output:
+        behaviors:
+          { input: "a" }: {outcome: success, result: {output: b}}
+      /two_outputs:
+        behaviors:
+          { input: "b" }: {outcome: success, result: {x: 1, y: 2}}
+routes:
+  "/mock":
+    - plugin: mock
+"""
+
+BASIC = """\
+steps:
+- id: step1
+  component: /mock/one_output
+  input: {input: {$input: name}}
+- id: step2
+  component: /mock/two_outputs
+  input: {input: {$step: step1, path: output}}
+output:
+  name: {$step: step1, path: output}
+  x: {$step: step2, path: x}
+"""
+
+
+def test_mock_without_behavior_fails_as_stepflow_reports_it(tmp_path: Path) -> None:
+    """Stepflow's tests/mock/basic.yaml case 'world': the plugin's failure is UNREACHABLE,
+    'step "step1" failed', with its error stack as data; step2, which needs step1,
+    fails with that same error (Stepflow's expectation, matched with its rule)."""
+    from pocketbatch.loader._testing import mismatches
+
+    (tmp_path / "stepflow-config.yml").write_text(STEPFLOW_MOCK, encoding="utf-8")
+    flow_path = tmp_path / "basic.yaml"
+    flow_path.write_text(BASIC, encoding="utf-8")
+    result = load_flow(flow_path).run({"name": "world"})
+    expected = {
+        "outcome": "failed",
+        "error": {
+            "code": "UNREACHABLE",
+            "message": 'step "step1" failed',
+            "data": {
+                "stack": [
+                    {
+                        "error": 'step "step1" failed',
+                        "attachments": [
+                            "Component: /one_output",
+                            "Component execution failed for step 'step1'",
+                            'No behavior defined for /one_output on {"input":"world"}',
+                        ],
+                    },
+                    {"error": "error executing user-defined function"},
+                ]
+            },
+        },
+    }
+    assert mismatches(expected, result.to_dict()) == []
+    assert result.error is not None
+    assert result.error.data["step"] == "step1"
+    assert load_flow(flow_path).run({"name": "a"}).result == {"name": "b", "x": 1}
+
+
+def test_component_exception_keeps_its_own_message() -> None:
+    """No 'step "x" failed: ValueError:' prefix: the message is the exception's; the step
+    and the exception type are in data."""
+    reg = ComponentRegistry()
+
+    @reg.component("/t/bad")
+    def bad(data: Any) -> Any:
+        raise ValueError("Intentional error: test error")
+
+    @reg.component("/t/silent")
+    def silent(data: Any) -> Any:
+        raise KeyError()
+
+    flow = load_flow(
+        "steps:\n- {id: s, component: /t/bad, input: {}}\noutput: {$step: s}\n", registry=reg
+    )
+    assert flow.run({}).to_dict()["error"] == {
+        "code": "COMPONENT_FAILED",
+        "message": "Intentional error: test error",
+        "data": {"step": "s", "exception_type": "ValueError"},
+    }
+    flow = load_flow(
+        "steps:\n- {id: q, component: /t/silent, input: {}}\noutput: {$step: q}\n", registry=reg
+    )
+    assert flow.run({}).to_dict()["error"]["message"] == "KeyError"
