@@ -10,12 +10,12 @@ needed because a ``pocketbatch.yaml`` beside a flow wins over a
 Invalid files: ``<name>.yaml`` is paired with ``<name>.error``, which holds the exact
 ``str(LoadError)`` followed by one newline. They are loaded with ``strict=True``, so
 the ``unknown_*_key`` files (keys Stepflow ignores: a warning by default) fail too.
-The message starts with the file path *as given to load_flow*, so the tests change to
-the repository root and load each file by its path relative to it
-(``tests/flows/invalid/<name>.yaml``); that keeps the ``.error`` files independent of where the checkout lives and of the directory
-pytest was started from. The line, column and step of each error are also checked
-against the table ``WHERE`` below, so a message that drifted in position but not in
-text cannot pass unnoticed.
+The message starts with the file path *as given to load_flow*, so the tests change
+to the repository root and load each file by its path relative to it
+(``tests/flows/invalid/<name>.yaml``); that keeps the ``.error`` files independent
+of where the checkout lives and of the directory pytest was started from. The line,
+column and step of each error are also checked against the table ``WHERE`` below,
+so a message that drifted in position but not in text cannot pass unnoticed.
 """
 
 from __future__ import annotations
