@@ -330,10 +330,12 @@ class Resolver:
         Rules with ``conditions`` are skipped: Stepflow 0.13 evaluates them per input,
         none of its shipped configs uses them, and pocketbatch routes at load time.
         A plugin pocketbatch cannot run (``grpc``, ``mcp``...) is passed over too, so
-        a later rule may serve the path; when none does, that plugin is named."""
+        a later rule may serve the path; when none does, the first rule tried says
+        why (a builtin pocketbatch lacks, a mock without the component, that plugin)."""
         matched_any = False
-        misses: list[str] = []  # why each rule that was tried did not serve the path
-        cannot_run: UnknownComponent | None = None
+        # Why each rule tried did not serve the path, in the order tried: a headline,
+        # or the error for a plugin pocketbatch cannot run.
+        misses: list[str | UnknownComponent] = []
         for route in config.plugin_routes:
             matched = route.pattern.match(path)
             if matched is None:
@@ -356,8 +358,8 @@ class Resolver:
                     misses.append(self._miss(plugin.type, plugin.name, path, component))
                     continue
                 tried.append(f"{label} -> plugin {plugin.name!r}")
-                if cannot_run is None:
-                    cannot_run = UnknownComponent(
+                misses.append(
+                    UnknownComponent(
                         path,
                         f"component {path!r} is routed to plugin {plugin.name!r} of type "
                         f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; "
@@ -365,16 +367,18 @@ class Resolver:
                         f"(registry.register({path!r}, function)), a route to a Python "
                         "module in pocketbatch.yaml, or a mock",
                     )
+                )
             if not usable:
                 tried.append(
                     f"{label}, whose rules all have conditions or allow/deny lists that "
                     "pocketbatch cannot apply to this path"
                 )
-        if cannot_run is not None:
-            raise UnknownComponent(path, cannot_run.message, tried)
         if misses:
-            fix = _FIX if misses[0].startswith("pocketbatch has no builtin") else ""
-            raise self._unknown(path, misses[0], tried, fix=fix)
+            first = misses[0]
+            if isinstance(first, UnknownComponent):
+                raise UnknownComponent(path, first.message, tried)
+            fix = _FIX if first.startswith("pocketbatch has no builtin") else ""
+            raise self._unknown(path, first, tried, fix=fix)
         if config.plugin_routes and not matched_any:
             tried.append(f"the routes in {config.name} (none matches)")
         return None

@@ -1021,6 +1021,18 @@ async def test_plugin_pocketbatch_cannot_run_is_passed_over(tmp_path: Path) -> N
     assert info.value.message.startswith(
         "component '/langchain/thing' is routed to plugin 'worker' of type 'grpc' "
     )
+    # Stepflow's langchain example: '/builtin' first, then '/': [worker, builtin]. A
+    # builtin pocketbatch lacks is reported as such, not as the worker's path.
+    langchain = routed(
+        tmp_path,
+        '  "/builtin":\n    - plugin: builtin\n  "/":\n    - plugin: worker\n'
+        "    - plugin: builtin\n",
+        "  worker: {type: grpc, queueName: q, command: uv}\n",
+    )
+    assert await call(langchain.resolve("/builtin/noop"), 3) == ("noop", 3)
+    with pytest.raises(UnknownComponent) as info:
+        langchain.resolve("/builtin/absent")
+    assert info.value.message.startswith("pocketbatch has no builtin '/builtin/absent'")
 
 
 def test_unknown_stepflow_config_key_is_a_warning(tmp_path: Path) -> None:
