@@ -33,6 +33,7 @@ from pocketbatch._errors import (
     PocketbatchError,
     UnknownActionError,
 )
+from pocketbatch._warnings import LoadWarning, PocketbatchWarning
 from pocketbatch.core import (
     AsyncBatchFlow,
     AsyncBatchNode,
@@ -117,6 +118,7 @@ __all__ = (
     "FlowResult",
     "ItemError",
     "LoadError",
+    "LoadWarning",
     "LoadedFlow",
     "MissingExtraError",
     "Node",
@@ -126,6 +128,7 @@ __all__ = (
     "ObserverError",
     "ParallelBatchNode",
     "PocketbatchError",
+    "PocketbatchWarning",
     "ProviderLimiter",
     "UnknownActionError",
     "Usage",

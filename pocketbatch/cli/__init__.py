@@ -7,9 +7,10 @@ Commands::
                           [--workers N] [--chunk-size N] [--ray-working-dir DIR]
                           [--config C] [--var k=v]
     pocketbatch run --flow F (--input JSON | --input-file F) [--config C] [--var k=v]
-    pocketbatch validate F [--config C]
+                    [--no-input-schema]
+    pocketbatch validate F [--config C] [--strict]
     pocketbatch visualize F [--config C]
-    pocketbatch test F [--config C]
+    pocketbatch test F [--config C] [--no-input-schema]
     pocketbatch serve [--host H] [--port P] [--db DB] [--token T] [--config C]
                       [--executor async|process|ray|ray://HOST:PORT]
                       [--allow-host HOST[:PORT]] [--allow-network CIDR] ...
@@ -21,13 +22,18 @@ Commands::
 
 Results go to stdout as JSON, diagnostics to stderr. Exit codes: 0 success,
 1 the flow (or a test case, or a batch item) failed, 2 bad usage, a flow that
-does not load, or an executor that cannot start (a Ray cluster out of reach, a
-component Ray cannot ship), 3 run-batch ran out of space writing its output (a full disk,
-a quota or a file size limit: free space and rerun it with --resume), 130 an interrupted
-batch (rerun it with --resume). The client
+does not load (or, for validate --strict, has a warning), or an executor that
+cannot start (a Ray cluster out of reach, a component Ray cannot ship), 3 run-batch
+ran out of space writing its output (a full disk, a quota or a file size limit: free
+space and rerun it with --resume), 130 an interrupted batch (rerun it with --resume).
+The client
 commands (submit-batch, get-batch, list-batches, cancel-batch) exit 2 on a server
 error too (401 wrong token, 404 unknown batch, 422 a flow that does not load, or
 an unreachable server), with the status and the server's message on stderr.
+Every command that loads a flow prints its warnings (keys Stepflow ignores, such as
+a misspelt one; the flow still loads, as in Stepflow) to stderr as
+``pocketbatch: warning: file:line:column: ...``. --no-input-schema (run, run-batch,
+test) runs inputs without checking the flow's input schema, as Stepflow does.
 """
 
 from __future__ import annotations

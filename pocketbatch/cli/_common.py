@@ -79,14 +79,24 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
+    """Load ``args.flow`` as the flags say, printing each of its warnings (keys
+    Stepflow ignores) to stderr as ``pocketbatch: warning: file:line:column: ...``;
+    with ``--strict`` the first one is a load error instead."""
+    import sys
+
     from pocketbatch.loader import load_flow
 
-    return load_flow(
+    flow = load_flow(
         Path(args.flow),
         config=args.config,
         variables=parse_variables(args.var),
         allow_python_imports=not args.no_python_imports,
+        strict=getattr(args, "strict", False),
+        check_input_schema=not getattr(args, "no_input_schema", False),
     )
+    for warning in flow.warnings:
+        print(f"pocketbatch: warning: {warning}", file=sys.stderr)
+    return flow
 
 
 def open_step_cache(args: argparse.Namespace, flow: LoadedFlow) -> StepCache | None:

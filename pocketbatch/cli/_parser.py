@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="refuse /python/<module>.<function> components",
         )
+        cmd.add_argument(
+            "--no-input-schema",
+            action="store_true",
+            help="run inputs without checking them against the flow's input schema, "
+            "as Stepflow does",
+        )
 
     def cache_options(cmd: argparse.ArgumentParser) -> None:
         where = cmd.add_mutually_exclusive_group()
@@ -252,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("test", "run the flow file's test.cases"),
     ):
         flow_options(sub.add_parser(name, help=text), positional=True)
+    validate = sub.choices["validate"]
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) on warnings too: keys Stepflow ignores, such as a misspelt one",
+    )
+    validate.epilog = (
+        "exit codes: 0 the flow loads (its warnings, if any, on stderr), 2 it does not "
+        "load, or has a warning with --strict"
+    )
     return parser
 
 

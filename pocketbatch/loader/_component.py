@@ -11,7 +11,9 @@ User code does not have to look like that: plain sync or async callables
 
 A component signals a failure by raising. :class:`ComponentError` carries an
 explicit error ``code`` and ``message`` (a mock's ``outcome: failed`` behaviour,
-an HTTP error); any other exception becomes a ``COMPONENT_FAILED`` error.
+an HTTP error); :class:`PluginFailure` fails as a Stepflow plugin's own error does
+(``UNREACHABLE``, with Stepflow's error stack as ``data``); any other exception
+becomes a ``COMPONENT_FAILED`` error with the exception's own message.
 """
 
 from __future__ import annotations
@@ -29,7 +31,43 @@ from pocketbatch.loader._network import NetworkPolicy
 if TYPE_CHECKING:
     from pocketbatch.loader._services import RunServices
 
-__all__ = ("CallContext", "Component", "ComponentError", "LoaderOptions", "Subflow")
+__all__ = (
+    "CallContext",
+    "Component",
+    "ComponentError",
+    "LoaderOptions",
+    "PluginFailure",
+    "Subflow",
+)
+
+
+class PluginFailure(Exception):
+    """The plugin serving a component failed, rather than the component's code
+    (Stepflow's mock plugin with no behaviour for an input, a builtin's error).
+
+    Stepflow reports such a failure as ``UNREACHABLE`` with the message
+    ``step "<id>" failed`` and its error stack as ``data``; a step that raises
+    this fails the same way (see :mod:`pocketbatch.loader._nodes`).
+
+    Attributes:
+        component: the component's id within its plugin (``/one_output``).
+        detail: what went wrong (``No behavior defined for /one_output on {...}``).
+        context: the plugin's error (``error executing user-defined function``).
+
+    Example:
+        >>> failure = PluginFailure("/one_output", "No behavior defined", "error executing")
+        >>> str(failure)
+        'No behavior defined'
+    """
+
+    def __init__(self, component: str, detail: str, context: str) -> None:
+        self.component = component
+        self.detail = detail
+        self.context = context
+        super().__init__(detail)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.component, self.detail, self.context), self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +90,9 @@ class LoaderOptions:
             anywhere (the server sets one: ``--allow-host``, ``--allow-network``).
         provider_limits: ``(base_url, requests_per_minute, tokens_per_minute)`` set
             by hand for ``/builtin/openai`` (``providers`` in ``pocketbatch.yaml``).
+        check_input_schema: whether a run's input is checked against the flow's
+            input schema (``INVALID_INPUT`` when it does not fit); ``False`` runs it
+            unchecked, as Stepflow does (``--no-input-schema``).
     """
 
     allow_python_imports: bool = True
@@ -60,6 +101,7 @@ class LoaderOptions:
     python_modules: frozenset[str] | None = None
     network: NetworkPolicy | None = None
     provider_limits: tuple[tuple[str, float | None, float | None], ...] = ()
+    check_input_schema: bool = True
 
 
 @dataclass

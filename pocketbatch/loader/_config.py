@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
+from pocketbatch._warnings import LoadWarning
 from pocketbatch.loader._mocks import MockComponent
 from pocketbatch.loader._worker_config import WorkerPlugin
 
@@ -36,7 +37,9 @@ def _public_dotted(name: Any) -> bool:
 @dataclass(frozen=True)
 class _Pattern:
     """A Stepflow route key: ``/x/{name}`` (one segment), ``/x/{*name}`` (the rest),
-    ``/prefix`` (a prefix), or an older-form glob such as ``/mock/*``."""
+    ``/prefix`` (a prefix), ``/`` (every path: Stepflow's catch-all, tried after
+    the other routes, with the whole path as the component), or an older-form glob
+    such as ``/mock/*``."""
 
     text: str
     glob: bool = False
@@ -47,6 +50,8 @@ class _Pattern:
 
     def specificity(self) -> tuple[int, int]:
         """Sort key: more literal segments first, catch-alls last."""
+        if self.text == "/":
+            return (0, 1)
         segments = self.segments
         literal = sum(1 for s in segments if not s.startswith("{"))
         catch_all = any(s.startswith("{*") for s in segments)
@@ -54,6 +59,9 @@ class _Pattern:
 
     def match(self, path: str) -> tuple[dict[str, str], str] | None:
         """``(captures, remainder)`` when ``path`` matches, else ``None``."""
+        if self.text == "/":
+            whole = path[1:] if path.startswith("/") else ""
+            return ({}, whole) if whole and all(whole.split("/")) else None
         if self.glob:
             if not fnmatchcase(path, self.text):
                 return None
@@ -93,9 +101,8 @@ class _RouteRule:
     allow: tuple[str, ...] | None
     deny: tuple[str, ...] | None
 
-    def applies(self, path: str, remainder: str) -> bool:
-        if self.conditional:
-            return False
+    def allows(self, path: str, remainder: str) -> bool:
+        """Whether the rule's ``componentAllow``/``componentDeny`` lists let the path through."""
         names = {path, remainder, f"/{remainder}"}
         if self.allow is not None and not names & set(self.allow):
             return False
@@ -155,6 +162,8 @@ class ComponentConfig:
         load_file_anywhere: lift that confinement.
         providers: base URL -> ``(requests_per_minute, tokens_per_minute)`` set by
             hand for ``/builtin/openai`` (pocketbatch format's ``providers``).
+        warnings: what the file has that Stepflow ignores (unknown keys of a
+            ``stepflow-config.yml``), each at its ``file:line:column``.
 
     Example:
         >>> config = ComponentConfig(mocks={"/m": MockComponent("/m", [(1, "success", 2)])})
@@ -174,6 +183,7 @@ class ComponentConfig:
     plugins: dict[str, _Plugin] = field(default_factory=dict, repr=False)
     plugin_routes: list[_PluginRoute] = field(default_factory=list, repr=False)
     locations: dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: list[LoadWarning] = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:

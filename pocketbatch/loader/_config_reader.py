@@ -45,15 +45,17 @@ class ConfigReader:
     def keys(
         self, mapping: Mapping[Any, Any], where: DocPath, allowed: Sequence[str], what: str
     ) -> None:
-        if not self.strict:
-            return
+        """Unknown keys are errors in a strict reader (pocketbatch's format), and
+        warnings (:class:`~pocketbatch.LoadWarning`) in a lenient one (Stepflow's,
+        which ignores them)."""
         for index, key in enumerate(mapping):
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed) or f" (expected {listed(allowed)})"
                 within = f" in {what}" if what else ""
-                raise self.error(
-                    f"unknown key {key!r}{within}{hint}", child_path(where, key, index)
-                )
+                at = child_path(where, key, index)
+                if self.strict:
+                    raise self.error(f"unknown key {key!r}{within}{hint}", at)
+                self.doc.warn(f"unknown key {key!r}{within}{hint}, which Stepflow ignores", at)
 
     def string(self, value: Any, where: DocPath, what: str) -> str:
         if isinstance(value, str) and value:

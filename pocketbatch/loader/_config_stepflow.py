@@ -3,7 +3,9 @@
 Mock plugins become :class:`~pocketbatch.loader._mocks.MockComponent` objects,
 builtin plugins map onto pocketbatch's builtins; other plugin types are recorded
 so that a path routed to them fails with a message saying what to do instead.
-Unknown keys (``storageConfig``...) are accepted.
+Keys Stepflow reads and pocketbatch does not need (``storageConfig``, ``retry``...)
+are accepted; other unknown top-level keys are accepted with a warning, as Stepflow
+ignores them.
 """
 
 from __future__ import annotations
@@ -20,9 +22,23 @@ from pocketbatch.loader._worker_config import WorkerPlugin, read_grpc_plugin
 
 __all__ = ("read_stepflow",)
 
+# StepflowConfig's fields (stepflow-config/src/lib.rs), and pocketbatch's older 'routing'.
+_TOP_KEYS = (
+    "workingDirectory",
+    "plugins",
+    "routes",
+    "storageConfig",
+    "leaseManager",
+    "recovery",
+    "blobApi",
+    "retry",
+    "routing",
+)
+
 
 def read_stepflow(r: ConfigReader, data: dict[Any, Any], file: Path) -> ComponentConfig:
-    config = ComponentConfig(file=file, format="stepflow")
+    config = ComponentConfig(file=file, format="stepflow", warnings=r.doc.warnings)
+    r.keys(data, (), _TOP_KEYS, "a Stepflow config")
     plugins = r.mapping(data.get("plugins"), ("plugins",), "'plugins'")
     for index, (name, spec) in enumerate(plugins.items()):
         at = child_path(("plugins",), name, index)

@@ -28,11 +28,13 @@ from typing import Any
 
 from pocketbatch._errors import ComponentError, LoadError, UnknownActionError
 from pocketbatch._result import FlowError, FlowResult
+from pocketbatch._warnings import LoadWarning
 from pocketbatch.core import AsyncFlow, Observer
 from pocketbatch.loader._builtin_files import confined_path
 from pocketbatch.loader._builtins import builtin_components
 from pocketbatch.loader._cache import StepCache
 from pocketbatch.loader._component import CallContext, Component, LoaderOptions
+from pocketbatch.loader._config import ComponentConfig
 from pocketbatch.loader._config_files import config_for_flow, load_config, options_from_config
 from pocketbatch.loader._expr import Const, EvalError, Obj, StepSkipped
 from pocketbatch.loader._flow_mermaid import _dataflow_mermaid
@@ -68,6 +70,8 @@ class LoadedFlow:
         spec: the parsed flow file.
         graph: the compiled core :class:`~pocketbatch.AsyncFlow`.
         name: the flow's ``name`` (or the file name).
+        warnings: what the flow file, its config and the nested flows written
+            into it have that Stepflow ignores (see :attr:`warnings`).
 
     Example:
         >>> from pocketbatch import load_flow
@@ -105,6 +109,7 @@ class LoadedFlow:
         self._cache: StepCache | None = None
         self._validator: Any = None
         self._variables_validator: Any = None
+        self._config_warnings: tuple[LoadWarning, ...] = ()
         self._nodes: dict[str, StepNode | ForEachStepNode] = {}
         for step in spec.steps:
             try:
@@ -126,6 +131,24 @@ class LoadedFlow:
         start = self.spec.start or (self.spec.steps[0].id if self.spec.steps else None)
         assert start is not None  # control flow implies a step with next
         return AsyncFlow(start=self._nodes[start], name=self.name, strict=True)
+
+    @property
+    def warnings(self) -> tuple[LoadWarning, ...]:
+        """Keys the flow file (and its config, and the nested flows loaded so far)
+        has that Stepflow ignores, each a :class:`~pocketbatch.LoadWarning` at its
+        ``file:line:column``; the flow loads and runs as in Stepflow.
+
+        Example:
+            >>> from pocketbatch import load_flow
+            >>> flow = load_flow("steps:\\n- {id: a, component: /builtin/noop, depends_on: [x]}\\n"
+            ...                  "output: {$step: a}\\n")
+            >>> [str(w) for w in flow.warnings]
+            ["<string>:2:37: step 'a': unknown key 'depends_on' in a step, which Stepflow ignores"]
+        """
+        found = [*self._config_warnings, *self.spec.doc.warnings]
+        for sub in self._subflows.values():
+            found += [w for w in sub.warnings if w not in found]
+        return tuple(found)
 
     # -- the step cache --------------------------------------------------------------------
 
@@ -249,7 +272,7 @@ class LoadedFlow:
                 f"(the limit is {MAX_DEPTH})",
             )
         schema = self.spec.input_schema
-        if schema is None:
+        if schema is None or not self.options.check_input_schema:
             return None
         if self._validator is None:
             from jsonschema import Draft202012Validator
@@ -395,6 +418,8 @@ def load_flow(
     allow_python_imports: bool = True,
     options: LoaderOptions | None = None,
     cache: StepCache | None = None,
+    strict: bool = False,
+    check_input_schema: bool = True,
 ) -> LoadedFlow:
     """Load a flow file (YAML or JSON; a path, or the text itself) into a :class:`LoadedFlow`.
 
@@ -418,9 +443,14 @@ def load_flow(
             cannot choose its own routes.
         cache: where ``cache: true`` steps keep their answers (see
             :class:`~pocketbatch.loader.StepCache`); ``None``: they call every time.
+        strict: raise the first of the flow's :attr:`~LoadedFlow.warnings` (keys
+            Stepflow ignores) as a :class:`LoadError` instead of loading.
+        check_input_schema: ``False`` runs inputs without checking them against
+            the flow's input schema, as Stepflow does (``--no-input-schema``).
 
     Raises:
-        LoadError: the file is invalid; the message leads with ``file:line:column``.
+        LoadError: the file is invalid (or, with ``strict``, has a warning); the
+            message leads with ``file:line:column``.
 
     Example:
         >>> from pocketbatch import ComponentRegistry, load_flow
@@ -439,7 +469,22 @@ def load_flow(
         'HI'
     """
     doc = _read(path_or_text)
-    flow = _load(doc, registry, config, variables, allow_python_imports, options=options)
+    try:
+        flow = _load(
+            doc,
+            registry,
+            config,
+            variables,
+            allow_python_imports,
+            options=options,
+            check_input_schema=check_input_schema,
+        )
+    except LoadError:
+        if strict and doc.warnings:  # found first ('step:' for 'steps:' before its effects)
+            raise doc.warnings[0].to_error() from None
+        raise
+    if strict and flow.warnings:
+        raise flow.warnings[0].to_error()
     source = str(doc.path) if doc.path is not None else path_or_text
     flow.recipe = FlowRecipe(
         str(source),
@@ -448,6 +493,7 @@ def load_flow(
         allow_python_imports,
         registry,
         options,
+        check_input_schema=check_input_schema,
     )
     flow.cache = cache
     return flow
@@ -471,6 +517,7 @@ class FlowRecipe:
     registry: ComponentRegistry | None = None
     options: LoaderOptions | None = None
     cache: StepCache | None = None
+    check_input_schema: bool = True
 
     def load(self) -> LoadedFlow:
         """Load the flow from this recipe."""
@@ -484,6 +531,7 @@ class FlowRecipe:
             allow_python_imports=self.allow_python_imports,
             options=self.options,
             cache=self.cache,
+            check_input_schema=self.check_input_schema,
         )
 
 
@@ -505,8 +553,10 @@ def _load(
     *,
     parent: LoadedFlow | None = None,
     options: LoaderOptions | None = None,
+    check_input_schema: bool = True,
 ) -> LoadedFlow:
     spec = parse_flow(doc)
+    parsed: ComponentConfig | None = None
     flow_dir = doc.path.parent if doc.path else None
     resolve: Callable[[str], Component]
     if parent is not None:
@@ -521,6 +571,8 @@ def _load(
         else:
             parsed = config_for_flow(spec, doc, config, flow_dir)
         options = options or options_from_config(parsed, flow_dir, allow_python_imports)
+        if not check_input_schema:
+            options = replace(options, check_input_schema=False)
         builtins: dict[str, Component] = {**builtin_components(), **nested_components()}
         resolver = Resolver(registry, parsed, options, builtins, base_dir=flow_dir)
 
@@ -567,6 +619,7 @@ def _load(
 
     flow = LoadedFlow(spec, resolve, options=options, variables=variables, subflow_loader=subflow)
     flow._nesting = parent._nesting + 1 if parent is not None else 0
+    flow._config_warnings = tuple(parsed.warnings) if parsed is not None else ()
     flow._parent = parent
     flow._load_literal_subflows()
     return flow

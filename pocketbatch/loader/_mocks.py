@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pocketbatch._errors import ComponentError
-from pocketbatch.loader._component import CallContext
+from pocketbatch.loader._component import CallContext, PluginFailure
 
 __all__ = ("Behavior", "MockComponent")
 
@@ -36,8 +36,11 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def _dump(value: Any) -> str:
+    """``value`` as Stepflow prints a JSON value: compact, keys sorted."""
     try:
-        return json.dumps(value, sort_keys=True, default=repr)
+        return json.dumps(
+            value, sort_keys=True, default=repr, separators=(",", ":"), ensure_ascii=False
+        )
     except (TypeError, ValueError):
         return repr(value)
 
@@ -50,7 +53,9 @@ class MockComponent:
     is not ``1``, key order does not matter). ``"success"`` returns a copy of the
     result; ``"failed"`` raises :class:`~pocketbatch.ComponentError` with the error's
     ``code`` (default ``"COMPONENT_FAILED"``), ``message`` and ``data``. An input no
-    behaviour matches fails with ``COMPONENT_FAILED``.
+    behaviour matches raises :class:`~pocketbatch.loader._component.PluginFailure`
+    (``No behavior defined for <path> on <input>``), so the step fails as in
+    Stepflow: ``UNREACHABLE``, ``step "<id>" failed``, the error stack as ``data``.
 
     Args:
         path: the component path, for messages.
@@ -64,7 +69,7 @@ class MockComponent:
 
     Example:
         >>> import asyncio
-        >>> from pocketbatch.loader._component import CallContext
+        >>> from pocketbatch.loader._component import CallContext, PluginFailure
         >>> mock = MockComponent("/mock/error", [
         ...     ({"mode": "succeed"}, "success", {"output": "succeeded"}),
         ...     ({"mode": "error"}, "failed", {"code": 8, "message": "error"}),
@@ -116,8 +121,11 @@ class MockComponent:
                     str(value.get("message", "")),
                     value.get("data"),
                 )
-        raise ComponentError(
-            "COMPONENT_FAILED", f"no behavior defined for {self.path} on {_dump(input)}"
+        # As Stepflow's mock plugin: its own error, which the step reports as UNREACHABLE.
+        raise PluginFailure(
+            self.path,
+            f"No behavior defined for {self.path} on {_dump(input)}",
+            "error executing user-defined function",
         )
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from pocketbatch._errors import ComponentError
 from pocketbatch._result import FlowError
 from pocketbatch.core import AsyncNode, AsyncParallelBatchNode, ItemError
 from pocketbatch.loader._cache import StepCache, cache_key
-from pocketbatch.loader._component import CallContext, Component
+from pocketbatch.loader._component import CallContext, Component, PluginFailure
 from pocketbatch.loader._expr import EvalError, StepSkipped, truthy
 from pocketbatch.loader._spec import StepSpec
 from pocketbatch.loader._state import _SKIP, CompiledFlow, RunState, StepFailed
@@ -51,22 +51,54 @@ def _component_failure(exc: Exception) -> _ComponentFailed:
 
 
 def _failure_of(step: str, exc: BaseException) -> StepFailed:
-    """The :class:`StepFailed` for an exception raised while running ``step``."""
+    """The :class:`StepFailed` for an exception raised while running ``step``.
+
+    The error has Stepflow's shape for the same failure: a component's own
+    ``ComponentError`` unchanged; a plugin's failure as ``UNREACHABLE`` with
+    ``step "<id>" failed`` and Stepflow's error stack as ``data``; any other
+    exception's own message (no prefix). The step's id is in ``data["step"]`` of the
+    errors pocketbatch makes itself, never in the message.
+    """
     if isinstance(exc, _ComponentFailed):
         exc = exc.cause
     if isinstance(exc, StepFailed):
         return exc
     if isinstance(exc, ComponentError):
         return StepFailed(step, FlowError(exc.code, exc.message, exc.data))
+    if isinstance(exc, PluginFailure):
+        return StepFailed(step, _unreachable(step, exc))
     if isinstance(exc, EvalError):
-        return StepFailed(step, FlowError(exc.code, f'step "{step}": {exc.message}'))
+        return StepFailed(step, FlowError(exc.code, exc.message, {"step": step}))
     if isinstance(exc, StepSkipped):
-        message = f'step "{step}": an item needs step "{exc.step}", which was skipped'
-        return StepFailed(step, FlowError("EXPRESSION_FAILURE", message))
+        message = f'an item needs step "{exc.step}", which was skipped'
+        return StepFailed(step, FlowError("EXPRESSION_FAILURE", message, {"step": step}))
+    data = {"step": step, "exception_type": type(exc).__name__}
     if isinstance(exc, TimeoutError):
-        return StepFailed(step, FlowError("TIMEOUT", f'step "{step}" timed out: {exc}'))
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return StepFailed(step, FlowError("COMPONENT_FAILED", f'step "{step}" failed: {detail}'))
+        return StepFailed(step, FlowError("TIMEOUT", str(exc) or "the step timed out", data))
+    return StepFailed(step, FlowError("COMPONENT_FAILED", str(exc) or type(exc).__name__, data))
+
+
+def _unreachable(step: str, exc: PluginFailure) -> FlowError:
+    """Stepflow's error for a plugin that failed (``step_runner.rs``): the report's
+    frames as ``data.stack``, outermost first."""
+    headline = f'step "{step}" failed'
+    stack = [
+        {
+            "error": headline,
+            "attachments": [
+                f"Component: {exc.component}",
+                f"Component execution failed for step '{step}'",
+                exc.detail,
+            ],
+        },
+        {"error": exc.context},
+    ]
+    return FlowError("UNREACHABLE", headline, {"stack": stack, "step": step})
+
+
+def _step_error(step: str, code: str, message: str) -> StepFailed:
+    """A failure pocketbatch finds in a step itself (not in its component)."""
+    return StepFailed(step, FlowError(code, message, {"step": step}))
 
 
 class _StepBehaviour(AsyncNode[RunState, Any, Any]):
@@ -172,8 +204,8 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
             return "default" if self.spec.next else None
         action = await shared.evaluate(self.spec.action)
         if action is not None and not isinstance(action, str):
-            message = f'step "{step}": action must be a string, got {type(action).__name__}'
-            raise StepFailed(step, FlowError("EXPRESSION_FAILURE", message))
+            message = f"action must be a string, got {type(action).__name__}"
+            raise _step_error(step, "EXPRESSION_FAILURE", message)
         return action
 
     async def _run_async(self, shared: RunState) -> Any:
@@ -186,7 +218,7 @@ class _StepBehaviour(AsyncNode[RunState, Any, Any]):
                 f"the flow ran {limit} steps without ending: a next loop whose action never "
                 f"leaves it? (raise max_steps if it needs more)"
             )
-            failure = StepFailed(self.spec.id, FlowError("STEP_LIMIT", message))
+            failure = _step_error(self.spec.id, "STEP_LIMIT", message)
             shared.status[self.spec.id] = "failed"
             shared.failures[self.spec.id] = failure
             raise failure
@@ -254,10 +286,8 @@ class ForEachStepNode(_StepBehaviour, AsyncParallelBatchNode[RunState, Any, Any]
         except StepSkipped:
             return _SKIP
         if not isinstance(items, list):
-            message = (
-                f'step "{self.spec.id}": for_each must give a list, got {type(items).__name__}'
-            )
-            raise StepFailed(self.spec.id, FlowError("EXPRESSION_FAILURE", message))
+            message = f"for_each must give a list, got {type(items).__name__}"
+            raise _step_error(self.spec.id, "EXPRESSION_FAILURE", message)
         inputs = []
         for item in items:  # inputs are evaluated up front: a bad one is not retried
             try:

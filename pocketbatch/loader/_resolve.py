@@ -25,11 +25,11 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketbatch.loader._adapt import adapt
 from pocketbatch.loader._component import Component, LoaderOptions
-from pocketbatch.loader._config import ComponentConfig, _public_dotted
+from pocketbatch.loader._config import ComponentConfig, _Plugin, _public_dotted
 from pocketbatch.loader._python_modules import (
     _MISSING,
     _attribute,
@@ -42,6 +42,9 @@ from pocketbatch.loader._python_modules import (
 from pocketbatch.loader._registry import ComponentRegistry
 from pocketbatch.loader._source import did_you_mean
 from pocketbatch.loader._worker_config import WorkerPlugin, missing_extra
+
+if TYPE_CHECKING:
+    from pocketbatch.loader._worker_component import WorkerComponent
 
 __all__ = ("Resolver", "UnknownComponent")
 
@@ -333,59 +336,108 @@ class Resolver:
     def _from_plugins(
         self, config: ComponentConfig, path: str, tried: list[str]
     ) -> Component | None:
+        """Stepflow's routing: the routes matching ``path``, most specific first and
+        the ``"/"`` catch-all last; in each, the rules in order. The first rule whose
+        plugin serves the component wins; a plugin that does not (a mock or builtin
+        plugin without it) hands on to the next rule, then to the next route.
+
+        Rules with ``conditions`` are skipped: Stepflow 0.13 evaluates them per input,
+        none of its shipped configs uses them, and pocketbatch routes at load time.
+        A plugin pocketbatch cannot run (``grpc``, ``mcp``...) is passed over too, so
+        a later rule may serve the path; when none does, the first rule tried says
+        why (a builtin pocketbatch lacks, a mock without the component, that plugin)."""
+        matched_any = False
+        # Why each rule tried did not serve the path, in the order tried: a headline,
+        # or the error for a plugin pocketbatch cannot run.
+        misses: list[str | UnknownComponent] = []
+        workers: list[WorkerComponent] = []
+        misses_before_workers = 0
         for route in config.plugin_routes:
             matched = route.pattern.match(path)
             if matched is None:
                 continue
+            matched_any = True
             captures, remainder = matched
-            rule = next((rule for rule in route.rules if rule.applies(path, remainder)), None)
             label = f"route {route.pattern.text!r} ({route.where})"
-            if rule is None:
+            usable = False
+            for rule in route.rules:
+                if rule.conditional or not rule.allows(path, remainder):
+                    continue
+                usable = True
+                plugin = config.plugins[rule.plugin]
+                component = rule.component_for(path, captures, remainder)
+                if plugin.worker is not None and plugin.worker.command is not None:
+                    # Known only once the worker lists its components: later rules
+                    # serve the path if it has none (see WorkerComponent.fallback).
+                    if not workers:
+                        misses_before_workers = len(misses)
+                    workers.append(_worker_component(plugin.worker, component, path, tried))
+                    continue
+                found = self._plugin_component(plugin, path, component)
+                if found is not None:
+                    return _chain(workers, found)
+                if plugin.type in ("mock", "builtin"):
+                    tried.append(f"{label} -> {plugin.type} plugin {plugin.name!r}")
+                    misses.append(self._miss(plugin.type, plugin.name, path, component))
+                    continue
+                tried.append(f"{label} -> plugin {plugin.name!r}")
+                remote = (
+                    " (the plugin has no 'command': its worker is remote, and pocketbatch "
+                    "runs only workers it launches)"
+                    if plugin.worker is not None
+                    else ""
+                )
+                misses.append(
+                    UnknownComponent(
+                        path,
+                        f"component {path!r} is routed to plugin {plugin.name!r} of type "
+                        f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; "
+                        "provide it instead with a ComponentRegistry "
+                        f"(registry.register({path!r}, function)), a route to a Python "
+                        f"module in pocketbatch.yaml, or a mock{remote}",
+                    )
+                )
+            if not usable:
                 tried.append(
                     f"{label}, whose rules all have conditions or allow/deny lists that "
                     "pocketbatch cannot apply to this path"
                 )
-                continue
-            plugin = config.plugins[rule.plugin]
-            component = rule.component_for(path, captures, remainder)
-            if plugin.type == "mock":
-                for key in (path, component, component.lstrip("/")):
-                    if key in plugin.components:
-                        return plugin.components[key]
-                tried.append(f"{label} -> mock plugin {plugin.name!r}")
-                keys = dict.fromkeys((path, component))
-                raise self._unknown(
-                    path,
-                    f"component {path!r} is routed to mock plugin {plugin.name!r}, which has "
-                    f"no component {' or '.join(repr(k) for k in keys)}",
-                    tried,
-                )
-            if plugin.type == "builtin":
-                for key in (path, f"/builtin{component}"):
-                    if key in self.builtins:
-                        return self.builtins[key]
-                tried.append(f"{label} -> builtin plugin {plugin.name!r}")
-                raise self._unknown(path, f"pocketbatch has no builtin {path!r}", tried, fix=_FIX)
-            if plugin.worker is not None and plugin.worker.command is not None:
-                return _worker_component(plugin.worker, component, path, tried)
-            tried.append(f"{label} -> plugin {plugin.name!r}")
-            remote = (
-                " (the plugin has no 'command': its worker is remote, and pocketbatch runs "
-                "only workers it launches)"
-                if plugin.worker is not None
-                else ""
-            )
-            raise UnknownComponent(
-                path,
-                f"component {path!r} is routed to plugin {plugin.name!r} of type "
-                f"{plugin.type!r} ({route.where}), which pocketbatch cannot run; provide it "
-                f"instead with a ComponentRegistry (registry.register({path!r}, function)), "
-                f"a route to a Python module in pocketbatch.yaml, or a mock{remote}",
-                tried,
-            )
-        if config.plugin_routes and not any(r.pattern.match(path) for r in config.plugin_routes):
+        if workers and not misses_before_workers:
+            # (a more specific route's miss, e.g. a builtin pocketbatch lacks, is
+            # reported as such rather than handed to a catch-all worker)
+            return _chain(workers, None)
+        if misses:
+            first = misses[0]
+            if isinstance(first, UnknownComponent):
+                raise UnknownComponent(path, first.message, tried)
+            fix = _FIX if first.startswith("pocketbatch has no builtin") else ""
+            raise self._unknown(path, first, tried, fix=fix)
+        if config.plugin_routes and not matched_any:
             tried.append(f"the routes in {config.name} (none matches)")
         return None
+
+    def _plugin_component(self, plugin: _Plugin, path: str, component: str) -> Component | None:
+        """The component ``plugin`` serves as ``component`` (routed from ``path``),
+        or ``None`` when it has none by that name or is a kind pocketbatch cannot run."""
+        if plugin.type == "mock":
+            for key in (path, component, component.lstrip("/")):
+                if key in plugin.components:
+                    return plugin.components[key]
+        elif plugin.type == "builtin":
+            for key in (path, f"/builtin{component}"):
+                if key in self.builtins:
+                    return self.builtins[key]
+        return None
+
+    @staticmethod
+    def _miss(kind: str, name: str, path: str, component: str) -> str:
+        if kind == "builtin":
+            return f"pocketbatch has no builtin {path!r}"
+        keys = dict.fromkeys((path, component))
+        return (
+            f"component {path!r} is routed to mock plugin {name!r}, which has no component "
+            f"{' or '.join(repr(k) for k in keys)}"
+        )
 
     def _python_import(self, path: str, tried: list[str], choices: list[str]) -> Component:
         config = self.config
@@ -465,7 +517,18 @@ def _path_hint(path: str, choices: Sequence[str]) -> str:
     return did_you_mean(path, [c for c in choices if c.rpartition("/")[0] != parent])
 
 
-def _worker_component(plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]) -> Component:
+def _chain(workers: list[WorkerComponent], last: Component | None) -> Component:
+    """The first worker of a route's rules, each falling back to the next, the last to
+    ``last`` (a builtin or mock a later rule found)."""
+    for worker in reversed(workers):
+        worker.fallback, last = last, worker
+    assert last is not None
+    return last
+
+
+def _worker_component(
+    plugin: WorkerPlugin, subpath: str, path: str, tried: list[str]
+) -> WorkerComponent:
     """A path routed to a ``grpc`` plugin: its worker runs it (needs the ``stepflow`` extra)."""
     from pocketbatch.loader._worker_component import WorkerComponent
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pocketbatch._errors import LoadError
+from pocketbatch._warnings import LoadWarning
 
 __all__ = (
     "MAX_ALIAS_NODES",
@@ -82,12 +83,15 @@ class Document:
         path: the file, when the text came from one.
         positions: document path -> position of the value at that path (for a
             mapping entry: the position of its key).
+        warnings: what reading it found that Stepflow accepts but looks wrong
+            (see :meth:`warn`), in the order found.
     """
 
     data: Any
     name: str
     path: Path | None = None
     positions: dict[DocPath, Position] = field(default_factory=dict)
+    warnings: list[LoadWarning] = field(default_factory=list, compare=False, repr=False)
 
     def position(self, where: DocPath) -> Position | None:
         """The position of ``where``, or of its closest ancestor that has one."""
@@ -107,6 +111,19 @@ class Document:
             line=pos.line if pos else None,
             column=pos.column if pos else None,
             step=step,
+        )
+
+    def warn(self, message: str, where: DocPath = (), *, step: str | None = None) -> None:
+        """Record a :class:`LoadWarning` for ``message`` at ``where`` in this document."""
+        pos = self.position(where)
+        self.warnings.append(
+            LoadWarning(
+                message,
+                file=self.name,
+                line=pos.line if pos else None,
+                column=pos.column if pos else None,
+                step=step,
+            )
         )
 
 

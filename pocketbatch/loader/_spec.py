@@ -1,8 +1,9 @@
 """A flow file's structure: parsed, checked, and turned into frozen records.
 
 :func:`parse_flow` reads a :class:`~pocketbatch.loader._source.Document` into a
-:class:`FlowSpec`. It accepts Stepflow's keys in snake_case and camelCase, rejects
-unknown keys with a did-you-mean, compiles every expression, and checks what can
+:class:`FlowSpec`. It accepts Stepflow's keys in snake_case and camelCase, warns
+about unknown keys with a did-you-mean (see :mod:`._spec_keys`), compiles every
+expression, and checks what can
 be checked without components: step ids, references to unknown steps, reference
 cycles, ``next`` targets. Each problem is a ``LoadError`` naming file, line,
 column and step.
@@ -15,69 +16,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pocketbatch._errors import LoadError
 from pocketbatch.loader._expr import Const, Expr, Obj
 from pocketbatch.loader._expr_compile import CompileContext, compile_expr
 from pocketbatch.loader._source import DocPath, Document, did_you_mean, listed
+from pocketbatch.loader._spec_keys import (
+    _CACHE_KEYS,
+    _CASE_KEYS,
+    _ON_ERROR_KEYS,
+    _STEP_KEYS,
+    _TEST_KEYS,
+    _TOP_KEYS,
+    _Keys,
+    _kind,
+    _whole,
+)
 
 __all__ = ("FlowSpec", "OnError", "StepSpec", "TestCase", "parse_flow")
-
-# Canonical key -> accepted spellings.
-_TOP_KEYS: dict[str, tuple[str, ...]] = {
-    "schema": ("schema",),
-    "name": ("name",),
-    "description": ("description",),
-    "version": ("version",),
-    "metadata": ("metadata",),
-    "input_schema": ("input_schema", "inputSchema"),
-    "output_schema": ("output_schema", "outputSchema"),
-    "variables_schema": ("variables_schema", "variablesSchema"),
-    "schemas": ("schemas",),
-    "steps": ("steps",),
-    "output": ("output",),
-    "start": ("start",),
-    "max_steps": ("max_steps", "maxSteps"),
-    "test": ("test",),
-    "examples": ("examples",),
-}
-_STEP_KEYS: dict[str, tuple[str, ...]] = {
-    "id": ("id",),
-    "component": ("component",),
-    "input": ("input",),
-    "description": ("description",),
-    "metadata": ("metadata",),
-    "skip": ("skip", "skip_if", "skipIf"),
-    "on_error": ("on_error", "onError"),
-    "must_execute": ("must_execute", "mustExecute"),
-    "next": ("next",),
-    "action": ("action",),
-    "for_each": ("for_each", "forEach"),
-    "as": ("as",),
-    "max_concurrency": ("max_concurrency", "maxConcurrency"),
-    "on_item_error": ("on_item_error", "onItemError"),
-    "input_schema": ("input_schema", "inputSchema"),
-    "output_schema": ("output_schema", "outputSchema"),
-    "cache": ("cache",),
-}
-_CACHE_KEYS: dict[str, tuple[str, ...]] = {"salt": ("salt", "version")}
-_ON_ERROR_KEYS: dict[str, tuple[str, ...]] = {
-    "action": ("action",),
-    "max_retries": ("max_retries", "maxRetries"),
-    "default_value": ("default_value", "defaultValue"),
-    "wait": ("wait",),
-    "backoff": ("backoff",),
-}
-_TEST_KEYS: dict[str, tuple[str, ...]] = {
-    "cases": ("cases",),
-    "config": ("config",),
-    "config_file": ("config_file", "configFile"),
-}
-_CASE_KEYS: dict[str, tuple[str, ...]] = {
-    "name": ("name",),
-    "description": ("description",),
-    "input": ("input",),
-    "output": ("output",),
-}
 
 _STEP_ID = re.compile(r"[A-Za-z_][\w-]*\Z")
 # Input keys of builtins that take a nested flow, which is data, not expressions.
@@ -176,60 +130,6 @@ class FlowSpec:
         """Whether steps run by ``next`` transitions (PocketFlow style) rather than
         by data dependencies (Stepflow style)."""
         return any(step.next is not None for step in self.steps)
-
-
-class _Keys:
-    """Reads a mapping whose keys may come in several spellings; reports unknown keys."""
-
-    def __init__(
-        self,
-        doc: Document,
-        value: Any,
-        where: DocPath,
-        spellings: dict[str, tuple[str, ...]],
-        what: str,
-        step: str | None = None,
-    ) -> None:
-        if not isinstance(value, dict):
-            raise doc.error(f"{what} must be a mapping, got {_kind(value)}", where, step=step)
-        self.doc, self.value, self.where, self.step = doc, value, where, step
-        self.found: dict[str, str] = {}  # canonical -> spelling used
-        accepted = {s: c for c, ss in spellings.items() for s in ss}
-        for key in value:
-            canonical = accepted.get(key) if isinstance(key, str) else None
-            if canonical is None:
-                hint = did_you_mean(str(key), accepted)
-                raise doc.error(f"unknown key {key!r} in {what}{hint}", (*where, key), step=step)
-            if canonical in self.found:
-                raise doc.error(
-                    f"{key!r} and {self.found[canonical]!r} mean the same thing; keep one",
-                    (*where, key),
-                    step=step,
-                )
-            self.found[canonical] = key
-
-    def __contains__(self, canonical: str) -> bool:
-        return canonical in self.found
-
-    def get(self, canonical: str, default: Any = None) -> Any:
-        key = self.found.get(canonical)
-        return default if key is None else self.value[key]
-
-    def at(self, canonical: str) -> DocPath:
-        return (*self.where, self.found.get(canonical, canonical))
-
-    def error(self, message: str, canonical: str | None = None) -> LoadError:
-        where = self.at(canonical) if canonical else self.where
-        return self.doc.error(message, where, step=self.step)
-
-
-def _whole(value: Any, *, minimum: int) -> bool:
-    """Whether ``value`` is an int (not a bool) of at least ``minimum``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def parse_flow(doc: Document) -> FlowSpec:
@@ -502,7 +402,9 @@ def _cache(keys: _Keys) -> str | None:
         return "" if raw else None
     if not isinstance(raw, dict):
         raise keys.error(f"cache takes true, false or {{salt: v2}}, got {_kind(raw)}", "cache")
-    sub = _Keys(keys.doc, raw, keys.at("cache"), _CACHE_KEYS, "cache", step=keys.step)
+    sub = _Keys(
+        keys.doc, raw, keys.at("cache"), _CACHE_KEYS, "cache", step=keys.step, lenient=False
+    )
     salt = sub.get("salt", "")
     if isinstance(salt, bool) or not isinstance(salt, str | int):
         raise sub.error(f"{sub.found['salt']} must be a string or a whole number", "salt")

@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from pocketbatch._errors import ComponentError
-from pocketbatch.loader._component import CallContext
+from pocketbatch.loader._component import CallContext, Component
 from pocketbatch.loader._services import RunServices
 from pocketbatch.loader._worker_config import WorkerPlugin
 
@@ -33,6 +33,9 @@ class WorkerComponent:
         plugin: the plugin (from ``stepflow-config.yml``).
         subpath: the path after the route's prefix (``/udf`` for ``/python/udf``).
         path: the step's full component path, for messages.
+        fallback: what serves the path when the worker has no such component (the
+            next rule of a route, as in Stepflow, whose router asks each plugin's
+            component list in turn: ``"/": [{plugin: langchain}, {plugin: builtin}]``).
 
     Example:
         >>> c = WorkerComponent(WorkerPlugin("python", "python", "stepflow_worker"), "/udf",
@@ -41,10 +44,13 @@ class WorkerComponent:
         <WorkerComponent '/python/udf' on plugin 'python'>
     """
 
-    def __init__(self, plugin: WorkerPlugin, subpath: str, path: str) -> None:
+    def __init__(
+        self, plugin: WorkerPlugin, subpath: str, path: str, fallback: Component | None = None
+    ) -> None:
         self.plugin = plugin
         self.subpath = subpath
         self.path = path
+        self.fallback = fallback
 
     def __repr__(self) -> str:
         return f"<WorkerComponent {self.path!r} on plugin {self.plugin.name!r}>"
@@ -74,6 +80,8 @@ class WorkerComponent:
                 await asyncio.sleep(self.plugin.backoff.delay(retries))
                 await runtime.prepare_for_retry(failure.generation)
         found = match_component(components, self.subpath)
+        if found is None and self.fallback is not None:
+            return await self.fallback(input, ctx)
         if found is None:
             raise ComponentError(
                 "ORCHESTRATOR_ERROR",

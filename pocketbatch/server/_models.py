@@ -35,9 +35,11 @@ class Health(BaseModel):
 
 
 class BatchCreated(BaseModel):
-    """``POST /batches``: the new batch's id."""
+    """``POST /batches``: the new batch's id, and the flow's warnings (keys Stepflow
+    ignores, each ``file:line:column: ...``; the batch runs regardless)."""
 
     batch_id: str
+    warnings: list[str] = Field(default_factory=list)
 
 
 class StorageProblemView(BaseModel):

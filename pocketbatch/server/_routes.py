@@ -172,10 +172,11 @@ async def submit(request: Request, settings: Settings, manager: Manager) -> Batc
     else:
         data = await body_json(request, limits)
     text = flow_text(data, limits)
-    await load_or_422(manager, text)
+    flow = await load_or_422(manager, text)
     lines = await run_in_threadpool(lines_of, data, jsonl, limits)
     limit = max_concurrent_of(data, limits)
-    return BatchCreated(batch_id=await manager.submit(text, lines, max_concurrent=limit))
+    batch_id = await manager.submit(text, lines, max_concurrent=limit)
+    return BatchCreated(batch_id=batch_id, warnings=[str(w) for w in flow.warnings])
 
 
 @api.get("/batches")

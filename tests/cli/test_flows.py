@@ -304,8 +304,18 @@ def test_run_mock_without_a_matching_behavior_fails(call: Any) -> None:
     )
     assert ran.code == 1
     error = ran.json["error"]
-    assert error["code"] == "COMPONENT_FAILED"
-    assert "/mock/classify" in error["message"]
+    # As in Stepflow: the mock plugin's own failure, with its error stack as data.
+    assert (error["code"], error["message"]) == ("UNREACHABLE", 'step "classify" failed')
+    detail = error["data"]["stack"][0]["attachments"][2]
+    assert detail == 'No behavior defined for /mock/classify on {"text":"meh"}'
+
+
+def test_run_no_input_schema_runs_as_stepflow(call: Any) -> None:
+    """--no-input-schema: an input the schema refuses runs, as in Stepflow."""
+    ran = call("run", "--flow", GREET, "--input", '{"name": 5}', "--no-input-schema")
+    assert ran.code == 0, ran.err
+    assert ran.json["outcome"] == "success"
+    assert call("run", "--flow", GREET, "--input", '{"name": 5}').code == 1
 
 
 @pytest.mark.parametrize(
@@ -348,13 +358,25 @@ def test_load_error_bad_yaml_subprocess() -> None:
 
 
 @pytest.mark.parametrize("command", ["run", "validate", "visualize", "test"])
-def test_load_error_unknown_key_in_every_command(call: Any, command: str) -> None:
+def test_unknown_key_is_a_warning_in_every_command(call: Any, command: str) -> None:
+    """A key Stepflow ignores loads (as in Stepflow), with a warning at file:line:column."""
     flow = DATA / "unknown_key.yaml"
     args = ["run", "--flow", flow, "--input", "{}"] if command == "run" else [command, flow]
     ran = call(*args)
+    assert ran.code == 0
+    assert ran.err == (
+        f"pocketbatch: warning: {flow}:5:5: step 'shout': unknown key 'inptu' in a step "
+        "(did you mean 'input'?), which Stepflow ignores\n"
+    )
+
+
+def test_validate_strict_makes_warnings_errors(call: Any) -> None:
+    flow = DATA / "unknown_key.yaml"
+    ran = call("validate", "--strict", flow)
     assert_load_error(
         ran, flow, 5, 5, "step 'shout': unknown key 'inptu' in a step (did you mean 'input'?)"
     )
+    assert call("validate", "--strict", GREET).code == 0
 
 
 def test_load_error_unknown_component(call: Any) -> None:
@@ -614,7 +636,7 @@ def test_validate_does_not_run_anything(call: Any) -> None:
 
 
 def test_validate_invalid_flow_exits_2_subprocess() -> None:
-    ran = cli("validate", "tests/cli_data/unknown_key.yaml")
+    ran = cli("validate", "--strict", "tests/cli_data/unknown_key.yaml")
     assert_load_error(ran, "tests/cli_data/unknown_key.yaml", 5, 5, "unknown key 'inptu'")
 
 
@@ -865,7 +887,7 @@ def test_installed_console_script() -> None:
     assert (proc.returncode, proc.stderr) == (0, "")
     assert json.loads(proc.stdout)["result"]["name"] == "Ada"
     failed = subprocess.run(
-        [script, "validate", str(DATA / "unknown_key.yaml")],
+        [script, "validate", "--strict", str(DATA / "unknown_key.yaml")],
         capture_output=True,
         text=True,
         timeout=120,

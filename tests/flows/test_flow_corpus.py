@@ -8,13 +8,14 @@ needed because a ``pocketbatch.yaml`` beside a flow wins over a
 ``stepflow-config.yml``).
 
 Invalid files: ``<name>.yaml`` is paired with ``<name>.error``, which holds the exact
-``str(LoadError)`` followed by one newline. The message starts with the file path
-*as given to load_flow*, so the tests change to the repository root and load each
-file by its path relative to it (``tests/flows/invalid/<name>.yaml``); that keeps
-the ``.error`` files independent of where the checkout lives and of the directory
-pytest was started from. The line, column and step of each error are also checked
-against the table ``WHERE`` below, so a message that drifted in position but not in
-text cannot pass unnoticed.
+``str(LoadError)`` followed by one newline. They are loaded with ``strict=True``, so
+the ``unknown_*_key`` files (keys Stepflow ignores: a warning by default) fail too.
+The message starts with the file path *as given to load_flow*, so the tests change
+to the repository root and load each file by its path relative to it
+(``tests/flows/invalid/<name>.yaml``); that keeps the ``.error`` files independent
+of where the checkout lives and of the directory pytest was started from. The line,
+column and step of each error are also checked against the table ``WHERE`` below,
+so a message that drifted in position but not in text cannot pass unnoticed.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def test_corpus_is_big_enough() -> None:
 
 @pytest.mark.parametrize("path", VALID_FILES, ids=_id)
 def test_valid_file_loads_with_cases(path: Path) -> None:
-    flow = load_flow(path)
+    flow = load_flow(path, strict=True)
+    assert flow.warnings == ()
     assert len(flow.tests) >= 1
     for case in flow.tests:
         assert case.expected is not None, f"case {case.name!r} states no expected output"
@@ -123,6 +125,9 @@ WHERE: dict[str, tuple[int, int, str | None]] = {
     "unknown_top_key": (2, 1, None),
     "yaml_syntax": (5, 21, None),
 }
+# Keys Stepflow ignores: without strict=True these files load, with the same message
+# as their only warning.
+WARNED = {"unknown_on_error_key", "unknown_step_key", "unknown_top_key"}
 
 
 def test_every_invalid_file_has_its_error_and_position() -> None:
@@ -139,7 +144,7 @@ def test_invalid_file_fails_with_exact_message(path: Path, monkeypatch: pytest.M
     assert expected.endswith("\n")
     assert expected.count("\n") == 1
     with pytest.raises(LoadError) as caught:
-        load_flow(given)
+        load_flow(given, strict=True)
     error = caught.value
     assert str(error) == expected.rstrip("\n")
     assert error.file == given
@@ -155,7 +160,32 @@ def test_invalid_file_given_as_text_names_string(path: Path) -> None:
     # The same problem found in text (not a file) is reported against "<string>".
     text = path.read_text(encoding="utf-8")
     with pytest.raises(LoadError) as caught:
-        load_flow(text)
+        load_flow(text, strict=True)
     line, column, _ = WHERE[path.stem]
     assert caught.value.file == "<string>"
     assert str(caught.value).startswith(f"<string>:{line}:{column}: ")
+
+
+@pytest.mark.parametrize("name", sorted(WARNED))
+def test_key_stepflow_ignores_is_a_warning_by_default(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without strict, the file loads (as in Stepflow), and its one warning is the
+    strict error's message at the same file:line:column."""
+    monkeypatch.chdir(REPO)
+    given = f"tests/flows/invalid/{name}.yaml"
+    expected = (INVALID / f"{name}.error").read_text(encoding="utf-8").rstrip("\n")
+    if name == "unknown_top_key":  # 'step:' ignored, so 'output' names an unknown step
+        with pytest.raises(LoadError, match="reference to unknown step 'a'"):
+            load_flow(given)
+        return
+    flow = load_flow(given)
+    assert [str(w) for w in flow.warnings] == [expected]
+    warning = flow.warnings[0]
+    line, column, step = WHERE[name]
+    assert (warning.file, warning.line, warning.column, warning.step) == (
+        given,
+        line,
+        column,
+        step,
+    )

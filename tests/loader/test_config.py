@@ -14,7 +14,7 @@ import pytest
 from pocketbatch import load_flow
 from pocketbatch._errors import ComponentError, LoadError
 from pocketbatch.loader._adapt import adapt
-from pocketbatch.loader._component import CallContext, Component, LoaderOptions
+from pocketbatch.loader._component import CallContext, Component, LoaderOptions, PluginFailure
 from pocketbatch.loader._config import ComponentConfig
 from pocketbatch.loader._config_files import find_config, load_config
 from pocketbatch.loader._mocks import MockComponent
@@ -605,7 +605,7 @@ async def test_stepflow_config_as_is_mock(stepflow: ComponentConfig) -> None:
         await call(mock, {"mode": "error"})
     assert (info.value.code, info.value.message) == (8, "error")
     with pytest.raises(
-        ComponentError, match=re.escape('no behavior defined for /mock/error on {"mode": "other"}')
+        PluginFailure, match=re.escape('No behavior defined for /mock/error on {"mode":"other"}')
     ):
         await call(mock, {"mode": "other"})
 
@@ -939,3 +939,128 @@ async def test_stepflow_allow_and_deny_lists(tmp_path: Path) -> None:
     assert await call(found.resolve("/svc/ok"), 1) == "allowed"
     with pytest.raises(UnknownComponent, match="routed to plugin 'remote' of type 'grpc'"):
         found.resolve("/svc/other")
+
+
+# ------------------------------------------------------------ issue 13: Stepflow's routing
+
+
+def routed(tmp_path: Path, routes: str, plugins: str = "") -> Resolver:
+    config = load_config(
+        write(
+            tmp_path,
+            "stepflow-config.yml",
+            "plugins:\n"
+            "  builtin: {type: builtin}\n"
+            "  mock:\n"
+            "    type: mock\n"
+            "    components:\n"
+            "      /only_mock:\n"
+            "        behaviors: {'{\"a\": 1}': {outcome: success, result: from mock}}\n"
+            "      /noop:\n"
+            "        behaviors: {'{\"a\": 1}': {outcome: success, result: mock noop}}\n"
+            f"{plugins}"
+            f"routes:\n{routes}",
+        )
+    )
+    return resolver(config, stepflow_builtins())
+
+
+@pytest.mark.asyncio
+async def test_catch_all_route_matches_every_path(tmp_path: Path) -> None:
+    """Regression (issue 13): '"/"' matched nothing ("none matches"); as in Stepflow's
+    openai and data-pipeline examples it now routes every path, the whole path being
+    the component ('/noop' is the builtin plugin's noop)."""
+    found = routed(tmp_path, '  "/":\n    - plugin: builtin\n')
+    assert await call(found.resolve("/noop"), 1) == ("noop", 1)
+    assert await call(found.resolve("/builtin/noop"), 2) == ("noop", 2)
+    with pytest.raises(UnknownComponent) as info:
+        found.resolve("/nope")
+    assert info.value.message.startswith("pocketbatch has no builtin '/nope'")
+    assert "none matches" not in info.value.message
+
+
+@pytest.mark.asyncio
+async def test_rules_are_tried_in_order_and_fall_through(tmp_path: Path) -> None:
+    """'/': [mock, builtin] (langchain's example shape): the first plugin that has the
+    component serves it; one that lacks it hands on to the next rule."""
+    found = routed(tmp_path, '  "/":\n    - plugin: mock\n    - plugin: builtin\n')
+    assert await call(found.resolve("/only_mock"), {"a": 1}) == "from mock"
+    assert await call(found.resolve("/noop"), {"a": 1}) == "mock noop"  # first rule wins
+    swapped = routed(tmp_path, '  "/":\n    - plugin: builtin\n    - plugin: mock\n')
+    assert await call(swapped.resolve("/noop"), 1) == ("noop", 1)
+    assert await call(swapped.resolve("/only_mock"), {"a": 1}) == "from mock"
+
+
+@pytest.mark.asyncio
+async def test_specific_route_first_then_the_catch_all(tmp_path: Path) -> None:
+    """A prefix route is tried before '/'; a path its plugin lacks goes on to '/'."""
+    found = routed(tmp_path, '  "/":\n    - plugin: builtin\n  "/m":\n    - plugin: mock\n')
+    assert await call(found.resolve("/m/only_mock"), {"a": 1}) == "from mock"
+    assert await call(found.resolve("/noop"), 1) == ("noop", 1)
+    with pytest.raises(UnknownComponent) as info:
+        found.resolve("/m/absent")
+    assert info.value.message.startswith(
+        "component '/m/absent' is routed to mock plugin 'mock', which has no component "
+        "'/m/absent' or '/absent'"
+    )
+    assert [t.split(" (")[0] for t in info.value.tried] == ["route '/m'", "route '/'"]
+
+
+@pytest.mark.asyncio
+async def test_plugin_pocketbatch_cannot_run_is_passed_over(tmp_path: Path) -> None:
+    """'/': [grpc worker, builtin]: a builtin is served by the builtin plugin; a path no
+    later rule serves names the plugin pocketbatch cannot run."""
+    found = routed(
+        tmp_path,
+        '  "/":\n    - plugin: worker\n    - plugin: builtin\n',
+        "  worker: {type: grpc, queueName: q, command: uv}\n",
+    )
+    # A worker's components are known once it runs: it is tried first, the builtin
+    # plugin serves the path when the worker has no such component.
+    noop = found.resolve("/noop")
+    assert type(noop).__name__ == "WorkerComponent"
+    assert await call(noop.fallback, 1) == ("noop", 1)  # type: ignore[attr-defined]
+    assert found.resolve("/langchain/thing").fallback is None  # type: ignore[attr-defined]
+    remote = routed(
+        tmp_path / "remote",
+        '  "/":\n    - plugin: worker\n    - plugin: builtin\n',
+        "  worker: {type: grpc, queueName: q}\n",
+    )
+    assert await call(remote.resolve("/noop"), 1) == ("noop", 1)
+    with pytest.raises(UnknownComponent) as info:
+        remote.resolve("/langchain/thing")
+    assert info.value.message.startswith(
+        "component '/langchain/thing' is routed to plugin 'worker' of type 'grpc' "
+    )
+    # Stepflow's langchain example: '/builtin' first, then '/': [worker, builtin]. A
+    # builtin pocketbatch lacks is reported as such, not as the worker's path.
+    langchain = routed(
+        tmp_path,
+        '  "/builtin":\n    - plugin: builtin\n  "/":\n    - plugin: worker\n'
+        "    - plugin: builtin\n",
+        "  worker: {type: grpc, queueName: q, command: uv}\n",
+    )
+    assert await call(langchain.resolve("/builtin/noop"), 3) == ("noop", 3)
+    with pytest.raises(UnknownComponent) as info:
+        langchain.resolve("/builtin/absent")
+    assert info.value.message.startswith("pocketbatch has no builtin '/builtin/absent'")
+
+
+def test_unknown_stepflow_config_key_is_a_warning(tmp_path: Path) -> None:
+    """Stepflow ignores unknown config keys: pocketbatch loads the config and the flow,
+    with a warning at the key's file:line:column."""
+    cfg = write(
+        tmp_path,
+        "stepflow-config.yml",
+        "plugins:\n  builtin: {type: builtin}\nroutes:\n  /builtin:\n    - plugin: builtin\n"
+        "storageConfig: {type: inMemory}\nroutez: {}\n",
+    )
+    config = load_config(cfg)
+    assert [str(w) for w in config.warnings] == [
+        f"{cfg}:7:1: unknown key 'routez' in a Stepflow config (did you mean 'routes'?), "
+        "which Stepflow ignores"
+    ]
+    flow = load_flow("steps:\n- {id: a, component: /builtin/noop}\noutput: 1\n", config=cfg)
+    assert [(w.file, w.line, w.column) for w in flow.warnings] == [(str(cfg), 7, 1)]
+    with pytest.raises(LoadError, match="7:1: unknown key 'routez'"):
+        load_flow("output: 1\n", config=cfg, strict=True)

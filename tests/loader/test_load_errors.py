@@ -312,11 +312,16 @@ def test_next_graphs_may_loop_and_refer_forward() -> None:
             "  config: {}\n  configFile: x.yml\n",
             "<string>:3:3: test.config and test.config_file exclude each other; keep one",
         ),
-        ("  case: []\n", "<string>:3:3: unknown key 'case' in test (did you mean 'cases'?)"),
+        (
+            "  case: []\n",
+            "<string>:3:3: unknown key 'case' in test (did you mean 'cases'?), "
+            "which Stepflow ignores",
+        ),
     ],
 )
 def test_test_section_checks(test: str, message: str) -> None:
-    assert str(load_error("output: 1\ntest:\n" + test)) == message
+    # strict: an unknown key (a warning by default) is an error too
+    assert str(load_error("output: 1\ntest:\n" + test, strict=True)) == message
 
 
 def test_missing_file() -> None:
@@ -328,11 +333,14 @@ def test_missing_file() -> None:
 def test_file_errors_name_the_path_as_given(tmp_path: Path) -> None:
     flow = tmp_path / "flow.yaml"
     flow.write_text("output: 1\nstpes: []\n")
-    error = load_error(str(flow))
-    assert str(error) == f"{flow}:2:1: unknown key 'stpes' in the flow (did you mean 'steps'?)"
+    error = load_error(str(flow), strict=True)
+    assert str(error) == (
+        f"{flow}:2:1: unknown key 'stpes' in the flow (did you mean 'steps'?), "
+        "which Stepflow ignores"
+    )
     # A Path works too, and is reported the same way.
     with pytest.raises(LoadError) as caught:
-        load_flow(flow)
+        load_flow(flow, strict=True)
     assert str(caught.value) == str(error)
 
 
@@ -360,7 +368,9 @@ def test_yaml_1_2_scalars() -> None:
 
 
 def test_load_error_is_a_value_error_and_pickles() -> None:
-    error = load_error("steps:\n  - id: a\n    component: /builtin/noop\n    inptu: {}\n")
+    error = load_error(
+        "steps:\n  - id: a\n    component: /builtin/noop\n    inptu: {}\n", strict=True
+    )
     assert isinstance(error, ValueError)
     assert isinstance(error, PocketbatchError)
     copy = pickle.loads(pickle.dumps(error))
@@ -528,12 +538,10 @@ def test_nested_flow_written_in_the_file_is_checked_at_load_time() -> None:
             "steps:\n"
             "  - id: m\n"
             "    component: /builtin/eval\n"
-            "    input: {flow: {outptu: 1}, input: 1}\n"
+            "    input: {flow: {steps: 1}, input: 1}\n"
             "output: {$step: m}\n"
         )
-    assert str(caught.value) == (
-        "<string>:4:20: unknown key 'outptu' in the flow (did you mean 'output'?)"
-    )
+    assert str(caught.value) == "<string>:4:20: steps must be a list, got int"
 
 
 def test_nested_flow_computed_at_run_time_fails_as_invalid_input() -> None:
@@ -545,12 +553,11 @@ def test_nested_flow_computed_at_run_time_fails_as_invalid_input() -> None:
         "    input: {flow: {$input: f}, input: 1}\n"
         "output: {$step: m}\n"
     )
-    assert flow.run({"f": {"outptu": 1}}).to_dict() == {
+    assert flow.run({"f": {"steps": 1}}).to_dict() == {
         "outcome": "failed",
         "error": {
             "code": "INVALID_INPUT",
-            "message": "nested flow: <string> (nested flow): unknown key 'outptu' in the flow "
-            "(did you mean 'output'?)",
+            "message": "nested flow: <string> (nested flow): steps must be a list, got int",
         },
     }
 

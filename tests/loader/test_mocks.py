@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pocketbatch._errors import ComponentError
-from pocketbatch.loader._component import CallContext, Component
+from pocketbatch.loader._component import CallContext, Component, PluginFailure
 from pocketbatch.loader._mocks import MockComponent
 
 CTX = CallContext(step_id="step", flow_dir=None, variables={})
@@ -59,12 +59,16 @@ async def test_mock_failure_defaults() -> None:
 
 @pytest.mark.asyncio
 async def test_mock_without_a_matching_behavior() -> None:
-    """No match fails with COMPONENT_FAILED naming the path and the input as sorted JSON."""
-    with pytest.raises(ComponentError) as info:
+    """No match is the plugin's failure (as in Stepflow), naming the path and the input as
+    compact sorted JSON, as Stepflow prints it."""
+    with pytest.raises(PluginFailure) as info:
         await call(MOCK, {"mode": "other", "a": [1, None]})
-    assert info.value.code == "COMPONENT_FAILED"
-    assert info.value.message == (
-        'no behavior defined for /mock/error on {"a": [1, null], "mode": "other"}'
+    assert info.value.detail == (
+        'No behavior defined for /mock/error on {"a":[1,null],"mode":"other"}'
+    )
+    assert (info.value.component, info.value.context) == (
+        "/mock/error",
+        "error executing user-defined function",
     )
 
 
@@ -76,9 +80,9 @@ async def test_mock_matching_is_json_equality() -> None:
     assert await call(MOCK, {"flag": 1.0}) == "int"
     mock = MockComponent("/m", [({"a": 1, "b": [1, 2]}, "success", "yes")])
     assert await call(mock, {"b": [1, 2], "a": 1}) == "yes"
-    with pytest.raises(ComponentError):
+    with pytest.raises(PluginFailure):
         await call(mock, {"a": 1, "b": [2, 1]})
-    with pytest.raises(ComponentError):
+    with pytest.raises(PluginFailure):
         await call(mock, {"a": "1", "b": [1, 2]})
 
 

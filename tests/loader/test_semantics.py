@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,7 +86,8 @@ def test_taken_branch_runs_its_step_only() -> None:
     assert result.outcome == "failed"
     assert result.error is not None
     assert result.error.code == "COMPONENT_FAILED"
-    assert result.error.message == 'step "broken" failed: RuntimeError: boom'
+    assert result.error.message == "boom"
+    assert result.error.data == {"step": "broken", "exception_type": "RuntimeError"}
     assert calls == {"/t/boom": 1}
     assert dict(result.steps) == {"broken": "failed"}
 
@@ -361,8 +363,8 @@ steps:
 output: {$step: each}
 """
     )
-    message = 'step "each": an item needs step "gone", which was skipped'
-    error = {"error": {"code": "EXPRESSION_FAILURE", "message": message}}
+    message = 'an item needs step "gone", which was skipped'
+    error = {"error": {"code": "EXPRESSION_FAILURE", "message": message, "data": {"step": "each"}}}
     assert flow.run({}).result == [error, error]
 
 
@@ -416,7 +418,8 @@ def test_retry_counts_attempts(on_error: str, failures: int, attempts: int) -> N
             "outcome": "failed",
             "error": {
                 "code": "COMPONENT_FAILED",
-                "message": 'step "call" failed: RuntimeError: attempt 3',
+                "message": "attempt 3",
+                "data": {"step": "call", "exception_type": "RuntimeError"},
             },
         }
         assert dict(result.steps) == {"call": "failed"}
@@ -479,7 +482,8 @@ def test_retry_does_not_rerun_a_bad_input_expression() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "call": Input path $.missing not found',
+            "message": "Input path $.missing not found",
+            "data": {"step": "call"},
         },
     }
 
@@ -635,7 +639,8 @@ def test_action_must_be_a_string() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "a": action must be a string, got int',
+            "message": "action must be a string, got int",
+            "data": {"step": "a"},
         },
     }
 
@@ -707,7 +712,8 @@ def test_for_each_collect_keeps_order_and_marks_failures() -> None:
         x: {
             "error": {
                 "code": "COMPONENT_FAILED",
-                "message": f'step "each" failed: ValueError: bad {x}',
+                "message": f"bad {x}",
+                "data": {"step": "each", "exception_type": "ValueError"},
             }
         }
         for x in (3, 6)
@@ -723,7 +729,11 @@ def test_for_each_raise_fails_the_step() -> None:
     result = flow.run({"xs": [1, 2, 3, 4, 5, 6, 7]})
     assert result.to_dict() == {
         "outcome": "failed",
-        "error": {"code": "COMPONENT_FAILED", "message": 'step "each" failed: ValueError: bad 3'},
+        "error": {
+            "code": "COMPONENT_FAILED",
+            "message": "bad 3",
+            "data": {"step": "each", "exception_type": "ValueError"},
+        },
     }
     assert dict(result.steps) == {"each": "failed"}
     assert calls["item"] < 7  # items not started yet never start
@@ -783,7 +793,8 @@ def test_for_each_needs_a_list() -> None:
         "outcome": "failed",
         "error": {
             "code": "EXPRESSION_FAILURE",
-            "message": 'step "each": for_each must give a list, got dict',
+            "message": "for_each must give a list, got dict",
+            "data": {"step": "each"},
         },
     }
 
@@ -834,10 +845,12 @@ async def test_nested_map_over_many_concurrent_inputs() -> None:
         for item in inp["items"]:
             x = item["x"]
             if x % 7 == 0:
-                message = f'step "sq" failed: ValueError: no {x}'
-                expected.append(
-                    {"outcome": "failed", "error": {"code": "COMPONENT_FAILED", "message": message}}
-                )
+                error = {
+                    "code": "COMPONENT_FAILED",
+                    "message": f"no {x}",
+                    "data": {"step": "sq", "exception_type": "ValueError"},
+                }
+                expected.append({"outcome": "failed", "error": error})
             else:
                 expected.append({"outcome": "success", "result": x * x})
         n_failed = sum(1 for e in expected if e["outcome"] == "failed")
@@ -922,3 +935,98 @@ def test_invalid_input_runs_no_step() -> None:
     }
     assert calls == {}
     assert dict(result.steps) == {}
+
+
+# ------------------------------------------------------- issue 13: Stepflow's error shapes
+
+STEPFLOW_MOCK = """\
+plugins:
+  mock:
+    type: mock
+    components:
+      /one_output:
+        behaviors:
+          { input: "a" }: {outcome: success, result: {output: b}}
+      /two_outputs:
+        behaviors:
+          { input: "b" }: {outcome: success, result: {x: 1, y: 2}}
+routes:
+  "/mock":
+    - plugin: mock
+"""
+
+BASIC = """\
+steps:
+- id: step1
+  component: /mock/one_output
+  input: {input: {$input: name}}
+- id: step2
+  component: /mock/two_outputs
+  input: {input: {$step: step1, path: output}}
+output:
+  name: {$step: step1, path: output}
+  x: {$step: step2, path: x}
+"""
+
+
+def test_mock_without_behavior_fails_as_stepflow_reports_it(tmp_path: Path) -> None:
+    """Stepflow's tests/mock/basic.yaml case 'world': the plugin's failure is UNREACHABLE,
+    'step "step1" failed', with its error stack as data; step2, which needs step1,
+    fails with that same error (Stepflow's expectation, matched with its rule)."""
+    from pocketbatch.loader._testing import mismatches
+
+    (tmp_path / "stepflow-config.yml").write_text(STEPFLOW_MOCK, encoding="utf-8")
+    flow_path = tmp_path / "basic.yaml"
+    flow_path.write_text(BASIC, encoding="utf-8")
+    result = load_flow(flow_path).run({"name": "world"})
+    expected = {
+        "outcome": "failed",
+        "error": {
+            "code": "UNREACHABLE",
+            "message": 'step "step1" failed',
+            "data": {
+                "stack": [
+                    {
+                        "error": 'step "step1" failed',
+                        "attachments": [
+                            "Component: /one_output",
+                            "Component execution failed for step 'step1'",
+                            'No behavior defined for /one_output on {"input":"world"}',
+                        ],
+                    },
+                    {"error": "error executing user-defined function"},
+                ]
+            },
+        },
+    }
+    assert mismatches(expected, result.to_dict()) == []
+    assert result.error is not None
+    assert result.error.data["step"] == "step1"
+    assert load_flow(flow_path).run({"name": "a"}).result == {"name": "b", "x": 1}
+
+
+def test_component_exception_keeps_its_own_message() -> None:
+    """No 'step "x" failed: ValueError:' prefix: the message is the exception's; the step
+    and the exception type are in data."""
+    reg = ComponentRegistry()
+
+    @reg.component("/t/bad")
+    def bad(data: Any) -> Any:
+        raise ValueError("Intentional error: test error")
+
+    @reg.component("/t/silent")
+    def silent(data: Any) -> Any:
+        raise KeyError()
+
+    flow = load_flow(
+        "steps:\n- {id: s, component: /t/bad, input: {}}\noutput: {$step: s}\n", registry=reg
+    )
+    assert flow.run({}).to_dict()["error"] == {
+        "code": "COMPONENT_FAILED",
+        "message": "Intentional error: test error",
+        "data": {"step": "s", "exception_type": "ValueError"},
+    }
+    flow = load_flow(
+        "steps:\n- {id: q, component: /t/silent, input: {}}\noutput: {$step: q}\n", registry=reg
+    )
+    assert flow.run({}).to_dict()["error"]["message"] == "KeyError"

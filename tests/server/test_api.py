@@ -88,12 +88,25 @@ def test_health(server: Server) -> None:
     assert r.json()["status"] == "ok"
 
 
+def test_submit_returns_the_flow_warnings(server: Server) -> None:
+    """A key Stepflow ignores: the batch runs, and the response lists the warning."""
+    flow = SQUARE.replace("steps:\n", "depends_on: []\nsteps:\n", 1)
+    assert flow != SQUARE
+    r = server.client.post("/batches", json={"flow": flow, "inputs": [{"i": 2}]})
+    assert r.status_code == 201
+    (warning,) = r.json()["warnings"]
+    assert warning.endswith("unknown key 'depends_on' in the flow, which Stepflow ignores")
+    assert warning.startswith("<string>:")
+    assert server.outputs(r.json()["batch_id"])[0]["outcome"] == "success"
+
+
 def test_submit_inputs_list(server: Server) -> None:
     r = server.client.post(
         "/batches", json={"flow": SQUARE, "inputs": [{"i": k} for k in range(5)]}
     )
     assert r.status_code == 201
-    assert set(r.json()) == {"batch_id"}
+    assert r.json()["warnings"] == []  # keys Stepflow ignores would be listed here
+    assert set(r.json()) == {"batch_id", "warnings"}
     records = server.outputs(r.json()["batch_id"])
     assert records == [
         {
