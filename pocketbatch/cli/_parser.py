@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_number,
         metavar="N",
         help="limit each LLM provider the flow calls to N requests a minute "
-        "(default: learned from its x-ratelimit-* headers; per worker with --executor process)",
+        "(default: learned from its x-ratelimit-* headers; shared by all the workers)",
     )
     batch.add_argument(
         "--tokens-per-minute",
