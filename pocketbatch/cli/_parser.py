@@ -157,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", help="components for submitted flows: a pocketbatch.yaml")
     serve.add_argument(
+        "--requests-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider submitted flows call to N requests a minute, for all "
+        "batches and runs together (default: learned from its x-ratelimit-* headers)",
+    )
+    serve.add_argument(
+        "--tokens-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider to N tokens a minute, for all batches and runs together",
+    )
+    serve.add_argument(
         "--allow-module",
         action="append",
         default=[],

@@ -146,11 +146,15 @@ class RunServices:
         self.clock = clock
         self.sleep = sleep
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
-        self.providers: LimiterSource = providers or ProviderLimiters(
-            self.settings.requests_per_minute,
-            self.settings.tokens_per_minute,
-            clock=clock,
-            sleep=sleep,
+        self.providers: LimiterSource = (
+            providers
+            if providers is not None
+            else ProviderLimiters(
+                self.settings.requests_per_minute,
+                self.settings.tokens_per_minute,
+                clock=clock,
+                sleep=sleep,
+            )
         )
         self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
         self._closed = False
