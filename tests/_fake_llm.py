@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,11 @@ class FakeLLM:
     script: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # sent with every success
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    # A test's clock (e.g. a FakeTime's): each request's arrival is stamped with it.
+    clock: Callable[[], float] | None = None
+    stamps: list[float] = field(default_factory=list)
+    # Awaited (on the fake's loop) before the n-th reply (1-based) is sent.
+    hold: Callable[[int], Awaitable[None]] | None = None
 
     @property
     def base_url(self) -> str:
@@ -45,6 +50,8 @@ class FakeLLM:
 
     def reply(self, body: Any) -> tuple[int, dict[str, str], str]:
         self.requests.append(body)
+        if self.clock is not None:
+            self.stamps.append(self.clock())
         if self.script:
             return self.script.pop(0)
         content = "echo: " + str(body.get("messages", [{}])[-1].get("content", ""))
@@ -74,6 +81,8 @@ async def _serve(fake: FakeLLM, reader: asyncio.StreamReader, writer: asyncio.St
             except ValueError:
                 body = {"raw": raw.decode("utf-8", "replace")}
             status, extra, text = fake.reply(body)
+            if fake.hold is not None:
+                await fake.hold(len(fake.requests))
             data = text.encode()
             out = [f"HTTP/1.1 {status} X", "Content-Type: application/json"]
             out += [f"{k}: {v}" for k, v in extra.items()]

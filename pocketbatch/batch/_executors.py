@@ -25,9 +25,13 @@ executor for a spec (or a name) and a flow.
 Each executor owns the run's services (:class:`~pocketbatch.loader._services.RunServices`:
 the pooled HTTP client, the provider limiters, the usage counters) for the flows it
 runs: the async executor one for the batch, the process executor one per worker
-process (each item's usage travels back with its result); they are set up from a
+process (each item's usage travels back with its result), whose limiters are the
+parent's (see :mod:`pocketbatch.batch._limit_host`: the workers spend one budget
+together). They are set up from a
 :class:`~pocketbatch.loader._services.ServiceSettings` and summed in the executor's
-``usage`` (a :class:`~pocketbatch.Usage`).
+``usage`` (a :class:`~pocketbatch.Usage`). Both take ``limiters`` (a
+:class:`~pocketbatch.loader._providers.ProviderLimiters`) to share the provider
+limiters with other executors (the server's batches do).
 
 A *flow* (:data:`RunnableFlow`) is a loaded flow file (:class:`~pocketbatch.LoadedFlow`),
 or any core flow or node: its input is placed in the shared store under ``"input"``
@@ -49,7 +53,9 @@ from pocketbatch.core import AsyncNode, BaseNode, Observer, Usage
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
+    from pocketbatch.batch._limit_host import Address, LimiterClient, LimiterHost
     from pocketbatch.loader import FlowRecipe, LoadedFlow
+    from pocketbatch.loader._providers import ProviderLimiters
     from pocketbatch.loader._services import RunServices, ServiceSettings
 
 __all__ = (
@@ -163,6 +169,8 @@ class AsyncExecutor:
         flow: a :class:`~pocketbatch.LoadedFlow` or a core flow/node.
         observer: receives the flows' events (steps, retries) for every item.
         services: how the batch's shared HTTP client and limiters are set up.
+        limiters: provider limiters shared with other executors (default: the
+            batch's own, with ``services``' limits).
 
     Attributes:
         usage: what the batch's HTTP builtins spent (requests, tokens, 429s, ...).
@@ -174,11 +182,12 @@ class AsyncExecutor:
         *,
         observer: Observer | None = None,
         services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
     ) -> None:
         from pocketbatch.loader._services import RunServices
 
         self.usage = Usage()
-        self._services = RunServices(services, usage=self.usage)
+        self._services = RunServices(services, usage=self.usage, providers=limiters)
         self._run = flow_runner(flow, observer=observer, services=self._services)
 
     async def __aenter__(self) -> Self:
@@ -202,13 +211,19 @@ class AsyncExecutor:
 _worker_run: Runner | None = None
 _worker_loop: asyncio.AbstractEventLoop | None = None
 _worker_services: RunServices | None = None
+_worker_limits: LimiterClient | None = None
 
 
-def _init_worker(source: FlowRecipe | BaseNode, settings: ServiceSettings | None = None) -> None:
-    global _worker_run, _worker_loop, _worker_services
+def _init_worker(
+    source: FlowRecipe | BaseNode,
+    settings: ServiceSettings | None = None,
+    limits: Address | None = None,
+) -> None:
+    global _worker_run, _worker_loop, _worker_services, _worker_limits
     import signal
     from multiprocessing.util import Finalize
 
+    from pocketbatch.batch._limit_host import LimiterClient
     from pocketbatch.loader import FlowRecipe
     from pocketbatch.loader._services import RunServices
 
@@ -218,7 +233,13 @@ def _init_worker(source: FlowRecipe | BaseNode, settings: ServiceSettings | None
     signal.set_wakeup_fd(-1)
 
     flow = source.load() if isinstance(source, FlowRecipe) else source
-    _worker_services = RunServices(settings)
+    if limits is None:
+        _worker_services = RunServices(settings)
+    else:  # the parent's limiters, and its clock for the retry waits
+        _worker_limits = LimiterClient(limits)
+        _worker_services = RunServices(
+            settings, providers=_worker_limits, sleep=_worker_limits.sleep
+        )
     _worker_run = flow_runner(flow, services=_worker_services)
     _worker_loop = asyncio.new_event_loop()
     Finalize(None, _close_worker, exitpriority=10)  # run as the worker process exits
@@ -227,6 +248,8 @@ def _init_worker(source: FlowRecipe | BaseNode, settings: ServiceSettings | None
 def _close_worker() -> None:
     if _worker_loop is not None and _worker_services is not None:
         _worker_loop.run_until_complete(_worker_services.aclose())
+        if _worker_limits is not None:
+            _worker_loop.run_until_complete(_worker_limits.aclose())
 
 
 def _run_in_worker(item: Any) -> tuple[FlowResult, dict[str, int]]:
@@ -256,8 +279,13 @@ class ProcessExecutor:
     Args:
         flow: a :class:`~pocketbatch.LoadedFlow` or a picklable core flow.
         max_workers: processes (default: the number of CPUs).
-        services: how each worker's HTTP client and limiters are set up (each
-            worker has its own, so a limit set by hand holds per worker).
+        services: how each worker's HTTP client is set up, and the limits set
+            by hand (for all the workers together).
+        limiters: the provider limiters the workers share (default: the
+            executor's own, with ``services``' limits); they stay in this
+            process, and the workers ask them for each request (see
+            :mod:`pocketbatch.batch._limit_host`), so N workers spend one budget
+            and a provider's ``retry-after`` pauses all of them.
 
     Attributes:
         usage: what the items spent, summed as their results come back.
@@ -269,8 +297,11 @@ class ProcessExecutor:
         *,
         max_workers: int | None = None,
         services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
     ) -> None:
         from pocketbatch.loader import LoadedFlow
+        from pocketbatch.loader._providers import ProviderLimiters
+        from pocketbatch.loader._services import ServiceSettings
 
         self._source: FlowRecipe | BaseNode
         if isinstance(flow, LoadedFlow):
@@ -282,6 +313,11 @@ class ProcessExecutor:
             self._source = flow
         self.max_workers = max_workers or os.cpu_count() or 1
         self._settings = services
+        if limiters is None:
+            settings = services or ServiceSettings()
+            limiters = ProviderLimiters(settings.requests_per_minute, settings.tokens_per_minute)
+        self.limiters = limiters
+        self._host: LimiterHost | None = None
         self.usage = Usage()
         self._pool: ProcessPoolExecutor | None = None
         # one process, for items suspected of killing workers
@@ -293,19 +329,30 @@ class ProcessExecutor:
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
+        assert self._host is not None, "the executor is not entered"
         return ProcessPoolExecutor(
-            workers, initializer=_init_worker, initargs=(self._source, self._settings)
+            workers,
+            initializer=_init_worker,
+            initargs=(self._source, self._settings, self._host.address),
         )
 
     async def __aenter__(self) -> Self:
+        from pocketbatch.batch._limit_host import LimiterHost
+
+        self._host = await LimiterHost(self.limiters).__aenter__()
         self._pool = self._new_pool(self.max_workers)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         pools = [p for p in (self._pool, self._solo) if p is not None]
         self._pool = self._solo = None
-        for pool in pools:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        try:
+            for pool in pools:
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        finally:
+            host, self._host = self._host, None
+            if host is not None:
+                await host.__aexit__(None, None, None)
 
     async def run(self, index: int, item: Any) -> FlowResult:
         """Run one item in a worker process."""
@@ -449,10 +496,18 @@ ExecutorKind: TypeAlias = "str | ExecutorSpec"
 """An executor by name (``"async"``, ``"process"``, ``"ray"``, ``"ray://HOST:PORT"``) or spec."""
 
 ExecutorFactory = Callable[
-    [ExecutorSpec, "RunnableFlow | None", "Observer | None", "ServiceSettings | None"], Executor
+    [
+        ExecutorSpec,
+        "RunnableFlow | None",
+        "Observer | None",
+        "ServiceSettings | None",
+        "ProviderLimiters | None",
+    ],
+    Executor,
 ]
 """Makes the executor of a spec for a flow (``None``: bound later, by the runner),
-with the run's service settings."""
+with the run's service settings and the provider limiters it shares (``None``:
+its own)."""
 
 
 def _async_executor(
@@ -460,8 +515,9 @@ def _async_executor(
     flow: RunnableFlow | None,
     observer: Observer | None,
     services: ServiceSettings | None,
+    limiters: ProviderLimiters | None = None,
 ) -> Executor:
-    return AsyncExecutor(_needs(flow), observer=observer, services=services)
+    return AsyncExecutor(_needs(flow), observer=observer, services=services, limiters=limiters)
 
 
 def _process_executor(
@@ -469,8 +525,11 @@ def _process_executor(
     flow: RunnableFlow | None,
     observer: Observer | None,
     services: ServiceSettings | None,
+    limiters: ProviderLimiters | None = None,
 ) -> Executor:
-    return ProcessExecutor(_needs(flow), max_workers=spec.workers, services=services)
+    return ProcessExecutor(
+        _needs(flow), max_workers=spec.workers, services=services, limiters=limiters
+    )
 
 
 def _needs(flow: RunnableFlow | None) -> RunnableFlow:
@@ -510,13 +569,14 @@ def make_executor(
     chunk_size: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     services: ServiceSettings | None = None,
+    limiters: ProviderLimiters | None = None,
 ) -> Executor:
     """The executor for ``kind`` (``"async"``, ``"process"``, ``"ray"``,
     ``"ray://HOST:PORT"``, an :class:`ExecutorSpec`, or one you made). The options
     given override the spec's; ``chunk_size`` and ``runtime_env`` are the ray
     executor's (see :class:`~pocketbatch.executors.ray.RayExecutor`). ``services``
     sets up the shared HTTP client and limiters of the executors made here (not of
-    one you made).
+    one you made); ``limiters`` are provider limiters they share with others.
 
     Example:
         >>> from pocketbatch import load_flow
@@ -528,7 +588,7 @@ def make_executor(
         spec = spec.with_options(
             workers=max_workers, chunk_size=chunk_size, runtime_env=runtime_env
         )
-        return _factory(spec.kind)(spec, flow, observer, services)
+        return _factory(spec.kind)(spec, flow, observer, services, limiters)
     if runtime_env is not None:
         raise ValueError(f"runtime_env is for the ray executor, not {kind!r}")
     if flow is not None and _is_unbound(kind):

@@ -154,8 +154,9 @@ async def iter_batch(
         ordered: yield in input order instead of as items finish.
         requests_per_minute, tokens_per_minute: limits set by hand for each
             provider the flow's ``/builtin/openai`` steps call (for providers that
-            send no ``x-ratelimit-*`` headers; with the process executor they hold
-            per worker process).
+            send no ``x-ratelimit-*`` headers; the process executor's workers spend
+            them together; each Ray actor spends its share: the limit divided by
+            the actors).
         usage: a :class:`~pocketbatch.Usage` to add the run's requests, tokens,
             429s and retries to (when the executor counts them).
 

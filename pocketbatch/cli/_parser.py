@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_number,
         metavar="N",
         help="limit each LLM provider the flow calls to N requests a minute "
-        "(default: learned from its x-ratelimit-* headers; per worker with --executor process)",
+        "(default: learned from its x-ratelimit-* headers; shared by all the workers)",
     )
     batch.add_argument(
         "--tokens-per-minute",
@@ -162,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
     )
     serve.add_argument("--config", help="components for submitted flows: a pocketbatch.yaml")
+    serve.add_argument(
+        "--requests-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider submitted flows call to N requests a minute, for all "
+        "batches and runs together (default: learned from its x-ratelimit-* headers)",
+    )
+    serve.add_argument(
+        "--tokens-per-minute",
+        type=_positive_number,
+        metavar="N",
+        help="limit each LLM provider to N tokens a minute, for all batches and runs together",
+    )
     serve.add_argument(
         "--allow-module",
         action="append",

@@ -26,6 +26,7 @@ __all__ = (
 def serve(args: argparse.Namespace) -> int:
     import os
 
+    from pocketbatch.loader._services import ServiceSettings
     from pocketbatch.server._app import Limits, ServerSettings
     from pocketbatch.server._serve import serve as serve_http
 
@@ -41,6 +42,10 @@ def serve(args: argparse.Namespace) -> int:
         max_workers=args.workers,
         allow_hosts=frozenset(args.allow_host),
         allow_networks=frozenset(args.allow_network),
+        services=ServiceSettings(
+            requests_per_minute=args.requests_per_minute,
+            tokens_per_minute=args.tokens_per_minute,
+        ),
         limits=Limits(
             max_request_bytes=args.max_request_bytes,
             header_timeout=args.header_timeout,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pocketbatch.batch._executors import Executor, ExecutorSpec, make_executor
 from pocketbatch.loader import LoadedFlow
+from pocketbatch.loader._providers import ProviderLimiters
 from pocketbatch.loader._services import ServiceSettings
 
 __all__ = ("SharedExecutors", "open_shared_executors")
@@ -21,9 +22,15 @@ __all__ = ("SharedExecutors", "open_shared_executors")
 class SharedExecutors(Protocol):
     """Gives each batch of a process its executor; closed once, at the end."""
 
-    def executor(self, flow: LoadedFlow, services: ServiceSettings | None = None) -> Executor:
+    def executor(
+        self,
+        flow: LoadedFlow,
+        services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
+    ) -> Executor:
         """The executor for one batch's flow (not entered yet); ``services`` sizes its
-        HTTP pool and limits (where the executor keeps them per batch)."""
+        HTTP pool and sets its retries; ``limiters``: the provider limiters all the
+        process's batches share (Ray's actors keep their own)."""
         ...
 
     def close(self) -> None:
@@ -37,8 +44,13 @@ class _PerBatch:
     def __init__(self, spec: ExecutorSpec) -> None:
         self.spec = spec
 
-    def executor(self, flow: LoadedFlow, services: ServiceSettings | None = None) -> Executor:
-        return make_executor(self.spec, flow, services=services)
+    def executor(
+        self,
+        flow: LoadedFlow,
+        services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
+    ) -> Executor:
+        return make_executor(self.spec, flow, services=services, limiters=limiters)
 
     def close(self) -> None:
         return None

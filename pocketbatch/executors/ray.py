@@ -22,7 +22,14 @@ same records with ``--executor ray`` as with ``--executor async``. It:
   for a chunk to come back, so chunks do not shrink. With ``--max-concurrent`` at
   least ``chunk_size`` times twice the workers, chunks are full and every actor
   has one queued. A chunk's items run concurrently inside the actor;
-* bounds items in flight through the runner (``--max-concurrent``).
+* bounds items in flight through the runner (``--max-concurrent``);
+* gives the actors the run's :class:`~pocketbatch.loader._services.ServiceSettings`
+  (pool size, retry policy, limits set by hand), each actor keeping one pooled
+  client and its provider limiters per setting; a hand-set budget is split among
+  the actors (each spends ``limit / workers``: over budget never, though an idle
+  actor's share is not lent to the others); the usage of each chunk (requests,
+  tokens, 429s, retries, cache hits) comes back with its results, summed in
+  :attr:`RayExecutor.usage`.
 
 :class:`RaySession` is what ``pocketbatch serve --executor ray`` holds for its life:
 one Ray connection, and one :class:`RayPool` its batches' executors share.
@@ -43,11 +50,18 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Self
 
-from pocketbatch._errors import MissingExtraError, PocketbatchError
+from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
 from pocketbatch.batch._executors import ExecutorSpec, RunnableFlow, Runner, flow_runner
-from pocketbatch.core import BaseNode, Observer
+from pocketbatch.core import BaseNode, Observer, Usage
+from pocketbatch.executors._ray_connect import (
+    check_shippable,
+    connect_ray,
+    import_ray,
+    stop_ray,
+)
 from pocketbatch.loader import FlowRecipe, LoadedFlow
+from pocketbatch.loader._providers import ProviderLimiters
 from pocketbatch.loader._services import RunServices, ServiceSettings
 
 __all__ = ("RayExecutor", "RayPool", "RaySession", "ray_executor")
@@ -57,164 +71,81 @@ _FLOWS_KEPT = 32  # flows an actor keeps loaded (the server's batches each bring
 _DEPTH = 2  # chunks a worker holds at once: one running, one queued behind it
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise MissingExtraError("the ray executor", "ray") from None
-    return ray
-
-
-def stop_ray(ray: Any) -> None:
-    """``ray.shutdown()``, without its idle second on a local instance we started.
-
-    ``ray.shutdown()`` stops the processes ``ray.init()`` started one at a time,
-    giving each a second to exit on SIGTERM before it sends SIGKILL. The autoscaler
-    monitor of a local instance never exits within that second (it checks for
-    SIGTERM only between autoscaler rounds), so every run paid a full second
-    waiting for the SIGKILL it gets anyway. It holds nothing for a local instance,
-    so it gets its SIGKILL first. That uses Ray's process table, which is not a
-    public API: if it is not there, this is a plain ``ray.shutdown()``.
-    """
-    try:
-        from ray._private import ray_constants, worker
-
-        node: Any = worker._global_node
-        if node is not None and node.is_head():
-            for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
-                if info.process.poll() is None:
-                    info.process.kill()
-                    info.process.wait(timeout=5)
-    except Exception:  # Ray's internals moved: the plain shutdown
-        pass
-    ray.shutdown()
-
-
-def connect_ray(
-    ray: Any, address: str | None, runtime_env: Mapping[str, Any] | None = None
-) -> bool:
-    """Start or join Ray unless this process is connected already; whether it connected.
-
-    ``address`` is ``None`` (join the local instance running, or start one) or
-    ``"ray://HOST:PORT"``; ``runtime_env`` is the job's (Ray ships a local
-    ``working_dir`` only this way). Raises :class:`~pocketbatch.PocketbatchError`
-    naming the address when Ray cannot be reached.
-    """
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(
-            address=address,
-            runtime_env=runtime_env,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    except Exception as exc:
-        raise PocketbatchError(_init_failed(address, exc)) from exc
-    return True
-
-
-def _check_shippable(source: FlowRecipe | BaseNode) -> None:
-    """Raise :class:`~pocketbatch.PocketbatchError` naming what cannot travel to a worker.
-
-    Ray pickles the flow (with cloudpickle) to send it to each worker: a registered
-    component holding a lock, an open file or a connection cannot go. The flow is
-    pickled once; only when that fails are its components tried one by one, to
-    name the culprit.
-    """
-    from ray import cloudpickle
-
-    from pocketbatch.loader import ComponentRegistry, FlowRecipe
-
-    dumps: Any = cloudpickle.dumps
-    try:
-        dumps(source)
-    except Exception as exc:
-        error = exc
-    else:
-        return
-    registry = source.registry if isinstance(source, FlowRecipe) else None
-    components = (
-        [(path, registry.get(path)) for path in registry.paths()]
-        if isinstance(registry, ComponentRegistry)
-        else []
-    )
-    for path, component in components:
-        try:
-            dumps(component)
-        except Exception as exc:
-            raise PocketbatchError(
-                f"component {path} cannot be shipped to the Ray workers: "
-                f"{type(exc).__name__}: {exc} (register a function or class the workers "
-                "can import, or an object that pickles)"
-            ) from exc
-    raise PocketbatchError(
-        f"the flow cannot be shipped to the Ray workers: {type(error).__name__}: {error}"
-    ) from error
-
-
-def _init_failed(address: str | None, exc: BaseException) -> str:
-    """What to say when ``ray.init`` fails."""
-    if address is None:
-        return f"cannot start or join a local Ray instance: {type(exc).__name__}: {exc}"
-    message = f"cannot connect to the Ray cluster at {address}: {type(exc).__name__}: {exc}"
-    if address.startswith("ray://") and isinstance(exc, ConnectionError):
-        message += (
-            " (is its Ray Client server running? If the cluster uses token"
-            " authentication, set RAY_AUTH_MODE=token here, with the token in"
-            " RAY_AUTH_TOKEN or ~/.ray/auth_token)"
-        )
-    return message
-
-
 class _FlowActor:
-    """A Ray actor: loads each flow it is given once (by key), and runs chunks of items."""
+    """A Ray actor: loads each flow it is given once (by key), and runs chunks of items
+    (one chunk at a time: Ray calls a sync actor's methods in turn)."""
 
     def __init__(self) -> None:
         from collections import OrderedDict
 
-        self._runners: OrderedDict[str, Runner] = OrderedDict()
+        self._runners: OrderedDict[str, tuple[Runner, RunServices]] = OrderedDict()
         self._loop = asyncio.new_event_loop()
-        self._services = RunServices()  # the actor's pooled client and limiters, for its life
+        # The actor's pooled clients and limiters, for its life: one per setting (the
+        # server's batches all bring the same, and share them).
+        self._services: dict[ServiceSettings | None, RunServices] = {}
 
-    def load(self, key: str, source: FlowRecipe | BaseNode) -> bool:
+    def load(
+        self, key: str, source: FlowRecipe | BaseNode, settings: ServiceSettings | None = None
+    ) -> bool:
         if key in self._runners:
             self._runners.move_to_end(key)
             return True
         flow = source.load() if isinstance(source, FlowRecipe) else source
-        self._runners[key] = flow_runner(flow, services=self._services)
+        services = self._services.get(settings)
+        if services is None:
+            services = self._services[settings] = RunServices(settings)
+        self._runners[key] = (flow_runner(flow, services=services), services)
         while len(self._runners) > _FLOWS_KEPT:
             self._runners.popitem(last=False)
         return True
 
+    def limits(self, key: str) -> list[tuple[float | None, float | None]]:
+        """(requests, tokens per minute) of each provider limiter flow ``key`` used."""
+        _, services = self._runners[key]
+        assert isinstance(services.providers, ProviderLimiters)
+        return [
+            (stats.requests_per_minute, stats.tokens_per_minute)
+            for stats in (limiter.statistics() for limiter in services.providers.all().values())
+        ]
+
     def forget(self, key: str) -> None:
         self._runners.pop(key, None)
 
-    def run_chunk(self, key: str, items: list[Any]) -> list[FlowResult] | None:
-        """The items' results; ``None`` when this actor lacks the flow (it restarted
-        after a crash, or dropped the flow as the oldest of too many): load it, then
-        call again."""
-        run = self._runners.get(key)
-        if run is None:
+    def run_chunk(
+        self, key: str, items: list[Any]
+    ) -> tuple[list[FlowResult], dict[str, int]] | None:
+        """The items' results and what they spent; ``None`` when this actor lacks the
+        flow (it restarted after a crash, or dropped the flow as the oldest of too
+        many): load it, then call again."""
+        found = self._runners.get(key)
+        if found is None:
             return None
         self._runners.move_to_end(key)
+        run, services = found
+        before = services.usage.copy()
 
         async def all_items() -> list[FlowResult]:
             return list(await asyncio.gather(*(run(item) for item in items)))
 
-        return self._loop.run_until_complete(all_items())
+        results = self._loop.run_until_complete(all_items())
+        return results, services.usage.minus(before).to_dict()
 
 
-async def _run_chunk(actor: Any, key: str, ref: Any, items: list[Any]) -> list[FlowResult]:
+async def _run_chunk(
+    actor: Any, key: str, ref: Any, items: list[Any], settings: ServiceSettings | None, usage: Usage
+) -> list[FlowResult]:
     """Run ``items`` on ``actor`` with flow ``key``, loading it there (from ``ref``,
-    its recipe in Ray's object store) first if the actor lacks it."""
-    results: list[FlowResult] | None = await actor.run_chunk.remote(key, items)
-    if results is None:
-        await actor.load.remote(key, ref)
-        results = await actor.run_chunk.remote(key, items)
-        if results is None:  # pragma: no cover - dropped again at once: 32 newer flows
+    its recipe in Ray's object store, with ``settings``) first if the actor lacks
+    it; add what they spent to ``usage``."""
+    found: tuple[list[FlowResult], dict[str, int]] | None
+    found = await actor.run_chunk.remote(key, items)
+    if found is None:
+        await actor.load.remote(key, ref, settings)
+        found = await actor.run_chunk.remote(key, items)
+        if found is None:  # pragma: no cover - dropped again at once: 32 newer flows
             raise PocketbatchError(f"a Ray worker could not keep flow {key} loaded")
+    results, spent = found
+    usage.add(spent)
     return results
 
 
@@ -233,7 +164,7 @@ class RayPool:
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        ray = self._ray = _import_ray()
+        ray = self._ray = import_ray()
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=-1)(_FlowActor)
         self.actors: list[Any] = [actor.remote() for _ in range(count)]
@@ -253,9 +184,9 @@ class RayPool:
         for wake in list(self._listeners):
             wake()
 
-    async def load(self, key: str, ref: Any) -> None:
+    async def load(self, key: str, ref: Any, settings: ServiceSettings | None = None) -> None:
         """Load a flow (``ref``: its recipe in Ray's object store) on every actor."""
-        await asyncio.gather(*(actor.load.remote(key, ref) for actor in self.actors))
+        await asyncio.gather(*(actor.load.remote(key, ref, settings) for actor in self.actors))
 
     def forget(self, key: str) -> None:
         for actor in self._every_actor():
@@ -264,7 +195,9 @@ class RayPool:
     def _every_actor(self) -> list[Any]:
         return [*self.actors, *([self._solo] if self._solo is not None else [])]
 
-    async def run_alone(self, key: str, ref: Any, item: Any) -> FlowResult:
+    async def run_alone(
+        self, key: str, ref: Any, item: Any, settings: ServiceSettings | None, usage: Usage
+    ) -> FlowResult:
         """Run a suspect item on an actor of its own, one suspect at a time."""
         ray = self._ray
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
@@ -272,7 +205,7 @@ class RayPool:
             if self._solo is None:
                 self._solo = ray.remote(num_cpus=0, max_restarts=-1)(_FlowActor).remote()
             try:
-                results = await _run_chunk(self._solo, key, ref, [item])
+                results = await _run_chunk(self._solo, key, ref, [item], settings, usage)
                 return results[0]
             except died:
                 message = "the Ray worker running this item died (the item was run alone)"
@@ -305,6 +238,12 @@ class RayExecutor:
         pool: run on these actors, shared with other executors (Ray connected
             already); without it, the executor starts its own and stops them at
             the end.
+        services: the actors' HTTP pool size, retry policy and limits set by
+            hand (each actor spends ``limit / workers`` of each).
+
+    Attributes:
+        usage: what the items spent (requests, tokens, 429s, retries, cache
+            hits), summed as their chunks come back.
 
     Example:
         >>> from pocketbatch.executors.ray import RayExecutor
@@ -322,6 +261,7 @@ class RayExecutor:
         linger: float = 0.002,
         runtime_env: Mapping[str, Any] | None = None,
         pool: RayPool | None = None,
+        services: ServiceSettings | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -337,6 +277,9 @@ class RayExecutor:
         self.workers = workers
         self.linger = linger
         self._flow = flow
+        self.services = services
+        self._settings: ServiceSettings | None = None  # each actor's share, once started
+        self.usage = Usage()
         self._ray: Any = None
         self._owned = False
         self._shared = pool
@@ -386,9 +329,9 @@ class RayExecutor:
     async def __aenter__(self) -> Self:
         from uuid import uuid4
 
-        ray = self._ray = _import_ray()
+        ray = self._ray = import_ray()
         source = self._source()
-        _check_shippable(source)  # before Ray starts: fail fast, naming the component
+        check_shippable(source)  # before Ray starts: fail fast, naming the component
         if self._shared is not None:
             self._pool = self._shared
         else:
@@ -400,9 +343,10 @@ class RayExecutor:
             self._owned = connect_ray(ray, self.address, self.runtime_env)
             self._pool = RayPool(self.workers)
         self._key, self._ref = uuid4().hex, ray.put(source)
+        self._settings = _share(self.services, len(self._pool.actors))
         self._pool.listen(self._wake)
         try:
-            await self._pool.load(self._key, self._ref)
+            await self._pool.load(self._key, self._ref, self._settings)
         except Exception as exc:
             await self.__aexit__(None, None, None)
             raise PocketbatchError(f"the flow cannot be loaded on the Ray workers: {exc}") from exc
@@ -524,12 +468,15 @@ class RayExecutor:
         died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
             try:
-                results = await _run_chunk(pool.actors[slot], self._key, self._ref, items)
+                results = await _run_chunk(
+                    pool.actors[slot], self._key, self._ref, items, self._settings, self.usage
+                )
             finally:
                 pool.busy[slot] -= 1
         except died:
             # The worker died: each item again, truly alone.
-            return [await pool.run_alone(self._key, self._ref, item) for item in items]
+            key, ref, settings = self._key, self._ref, self._settings
+            return [await pool.run_alone(key, ref, i, settings, self.usage) for i in items]
         except Exception as exc:  # the item or result could not travel
             detail = f"{type(exc).__name__}: {exc}"
             return [FlowResult.failed("COMPONENT_FAILED", detail) for _ in items]
@@ -539,21 +486,44 @@ class RayExecutor:
         return f"RayExecutor(address={self.address!r}, chunk_size={self.chunk_size})"
 
 
+def _share(settings: ServiceSettings | None, actors: int) -> ServiceSettings | None:
+    """``settings`` with each limit set by hand divided among ``actors``."""
+    if actors <= 1:
+        return settings
+    from dataclasses import replace
+
+    settings = settings or ServiceSettings()
+
+    def part(limit: float | None) -> float | None:
+        return None if limit is None else limit / actors
+
+    return replace(
+        settings,
+        requests_per_minute=part(settings.requests_per_minute),
+        tokens_per_minute=part(settings.tokens_per_minute),
+        budget_share=settings.budget_share / actors,
+    )
+
+
 def ray_executor(
     spec: ExecutorSpec,
     flow: RunnableFlow | None,
     observer: Observer | None,
     services: ServiceSettings | None = None,
+    limiters: ProviderLimiters | None = None,
 ) -> RayExecutor:
     """The executor for ``spec`` (kind ``"ray"``): what
     :func:`~pocketbatch.batch.make_executor` makes for ``"ray"`` and ``"ray://HOST:PORT"``.
 
     Its ``workers`` are not used: the executor starts one actor per CPU of the
-    cluster (``workers`` sizes a :class:`RaySession`'s shared pool). ``services``
-    is not used yet: each actor keeps one pooled client and its own limiters with
-    the default settings, and usage does not travel back from actors."""
+    cluster (``workers`` sizes a :class:`RaySession`'s shared pool). ``limiters``
+    are not used: the actors keep theirs (see the module docstring)."""
     return RayExecutor(
-        flow, address=spec.address, chunk_size=spec.chunk_size or 16, runtime_env=spec.runtime_env
+        flow,
+        address=spec.address,
+        chunk_size=spec.chunk_size or 16,
+        runtime_env=spec.runtime_env,
+        services=services,
     )
 
 
@@ -571,7 +541,7 @@ class RaySession:
     """
 
     def __init__(self, spec: ExecutorSpec) -> None:
-        self._ray = _import_ray()
+        self._ray = import_ray()
         self._chunk_size = spec.chunk_size or 16
         on_sigterm = signal.getsignal(signal.SIGTERM)
         self._owns_ray = connect_ray(self._ray, spec.address)
@@ -579,10 +549,16 @@ class RaySession:
             signal.signal(signal.SIGTERM, on_sigterm)
         self.pool: RayPool | None = RayPool(spec.workers)
 
-    def executor(self, flow: LoadedFlow, services: ServiceSettings | None = None) -> RayExecutor:
-        """An executor for one batch, on the session's actors (which keep their own
-        HTTP pools and limiters: ``services`` is not used)."""
-        return RayExecutor(flow, pool=self.pool, chunk_size=self._chunk_size)
+    def executor(
+        self,
+        flow: LoadedFlow,
+        services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
+    ) -> RayExecutor:
+        """An executor for one batch, on the session's actors, which keep their own
+        HTTP pools and limiters (``limiters`` is not used), one per setting: pass
+        the same ``services`` to every batch for them to share them."""
+        return RayExecutor(flow, pool=self.pool, chunk_size=self._chunk_size, services=services)
 
     def close(self) -> None:
         """Stop the actors, and Ray if the session started or joined it."""

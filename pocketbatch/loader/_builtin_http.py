@@ -148,7 +148,11 @@ async def _send_llm(
         if url == base_url.rstrip("/"):  # pocketbatch.yaml's providers; the step's win
             per_minute = per_minute or configured_requests
             tokens_per_minute = tokens_per_minute or configured_tokens
-    limiter.set_limits(requests_per_minute=per_minute, tokens_per_minute=tokens_per_minute)
+    share = services.settings.budget_share  # 1/N on each of N Ray actors
+    limiter.set_limits(
+        requests_per_minute=per_minute and per_minute * share,
+        tokens_per_minute=tokens_per_minute and tokens_per_minute * share,
+    )
     usage = services.usage
     attempts = 1 if ctx.step_retries else services.settings.retry.attempts
     policy = services.settings.retry

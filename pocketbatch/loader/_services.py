@@ -12,7 +12,6 @@ side have two of everything. httpx is imported when the first client is made.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import time
@@ -23,6 +22,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from pocketbatch.core._limits import ProviderLimiter, Usage
 from pocketbatch.loader._blobs import BlobStore, MemoryBlobStore
 from pocketbatch.loader._network import NetworkPolicy
+from pocketbatch.loader._providers import (
+    Limiter,
+    LimiterSource,
+    ProviderLimiters,
+    credential_digest,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -85,6 +90,8 @@ class ServiceSettings:
         blobs: where the run's blobs live (``None``: in memory, per
             :class:`RunServices`); the server gives its SQLite store, which travels to
             worker processes by its file name.
+        budget_share: the part of each limit set by hand (here, in the step, in
+            ``providers:``) this process may spend: ``1/N`` on each of N Ray actors.
 
     Example:
         >>> ServiceSettings(max_connections=32, requests_per_minute=500).tokens_per_minute is None
@@ -96,6 +103,7 @@ class ServiceSettings:
     tokens_per_minute: float | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     blobs: BlobStore | None = None
+    budget_share: float = 1.0
 
 
 class RunServices:
@@ -111,6 +119,10 @@ class RunServices:
             :class:`~pocketbatch.loader._blobs.MemoryBlobStore`; the server passes its
             SQLite-backed store).
         clock, sleep: for the limiters and the retry waits (tests pass fakes).
+        providers: where the other limiters come from, shared with other runs (a
+            server's :class:`~pocketbatch.loader._providers.ProviderLimiters`, a
+            process worker's stand-in for its parent's); default: this run's own,
+            set up from ``settings``, ``clock`` and ``sleep``.
 
     Example:
         >>> import asyncio
@@ -132,6 +144,7 @@ class RunServices:
         blobs: BlobStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        providers: LimiterSource | None = None,
     ) -> None:
         self.settings = settings or ServiceSettings()
         self.usage = usage if usage is not None else Usage()
@@ -141,7 +154,16 @@ class RunServices:
         self.clock = clock
         self.sleep = sleep
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
-        self._limiters: dict[tuple[str, str], ProviderLimiter] = {}
+        self.providers: LimiterSource = (
+            providers
+            if providers is not None
+            else ProviderLimiters(
+                self.settings.requests_per_minute,
+                self.settings.tokens_per_minute,
+                clock=clock,
+                sleep=sleep,
+            )
+        )
         self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
         self._owned: dict[object, Any] = {}
         self._closed = False
@@ -182,25 +204,14 @@ class RunServices:
         self._clients[network] = client
         return client
 
-    def limiter(self, base_url: str, credential: str | None = None) -> ProviderLimiter:
+    def limiter(self, base_url: str, credential: str | None = None) -> Limiter:
         """The limiter of a provider: one per base URL and credential (the key is
-        kept only as a hash)."""
+        kept only as a hash), from :attr:`providers`."""
         base = _base(base_url)
         given = self._given.get(base)
         if given is not None:
             return given
-        digest = hashlib.sha256((credential or "").encode()).hexdigest()[:16]
-        found = self._limiters.get((base, digest))
-        if found is None:
-            found = ProviderLimiter(
-                self.settings.requests_per_minute,
-                self.settings.tokens_per_minute,
-                name=base,
-                clock=self.clock,
-                sleep=self.sleep,
-            )
-            self._limiters[(base, digest)] = found
-        return found
+        return self.providers.limiter(base, credential_digest(credential))
 
     async def aclose(self) -> None:
         """Close the clients (and their connections). Idempotent."""
@@ -220,7 +231,7 @@ class RunServices:
 
     def __repr__(self) -> str:
         return (
-            f"<RunServices {len(self._clients)} clients, {len(self._limiters)} limiters, "
+            f"<RunServices {len(self._clients)} clients, {self.providers!r}, "
             f"{self.usage.summary()}>"
         )
 

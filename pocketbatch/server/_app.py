@@ -94,8 +94,15 @@ def flow_compiler(settings: ServerSettings) -> Callable[[str], LoadedFlow]:
         ValueError: an ``allow_hosts`` or ``allow_networks`` entry does not parse.
     """
     from pocketbatch.loader import LoaderOptions, NetworkPolicy, StepCache, load_flow
+    from pocketbatch.loader._config_files import load_config
 
+    # The config's `providers:` limits, as run-batch takes them from pocketbatch.yaml.
+    parsed = load_config(settings.config) if settings.config is not None else None
+    providers: tuple[tuple[str, float | None, float | None], ...] = ()
+    if parsed is not None:
+        providers = tuple((url, *limits) for url, limits in parsed.providers.items())
     options = LoaderOptions(
+        provider_limits=providers,
         allow_python_imports=bool(settings.allow_modules),
         python_modules=settings.allow_modules,
         load_file_root=settings.data_dir,
@@ -132,6 +139,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_concurrent=settings.max_concurrent,
         executor=settings.executor,
         max_workers=settings.max_workers,
+        services=settings.services,
     )
     await manager.start()
     # The store is also there for in-process tests (e.g. Store.max_pages: a full disk).

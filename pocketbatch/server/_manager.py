@@ -11,6 +11,14 @@ was not yet committed runs again and is stored once (``INSERT OR IGNORE``).
 All batches share one global limit on items in flight; each batch's workers wait
 for it in turn (FIFO), so one huge batch cannot starve a small one.
 
+All batches and ``/runs`` calls share one limiter per LLM provider (base URL and
+key; :attr:`BatchManager.limiters`), with the limits set by hand at ``serve``
+time: two batches calling one provider spend one budget, and a 429 pauses both.
+Each batch keeps its own HTTP client pool and usage counters (its status shows
+what it spent); each ``/runs`` call gets a client pool closed when it ends
+(:meth:`BatchManager.run_services`). With Ray, the actors keep their limiters
+(each spends its share of a hand-set budget; see ``pocketbatch.executors.ray``).
+
 On a full disk the store keeps each batch's records and retries them until they
 commit; a batch with more than a few groups of records waiting stops taking new
 inputs until they are stored (it pauses, its status shows the storage error) and
@@ -25,6 +33,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
 from pocketbatch._result import FlowResult
@@ -34,7 +43,8 @@ from pocketbatch.batch._lines import InputProblem, Line, parse_line, run_input
 from pocketbatch.batch._runner import stream_results
 from pocketbatch.core import Usage
 from pocketbatch.executors import SharedExecutors, open_shared_executors
-from pocketbatch.loader._services import ServiceSettings
+from pocketbatch.loader._providers import ProviderLimiters
+from pocketbatch.loader._services import RunServices, ServiceSettings
 from pocketbatch.server._blobs import SqliteBlobStore
 from pocketbatch.server._store import Store
 
@@ -107,6 +117,9 @@ class BatchManager:
             ``"ray://HOST:PORT"``, or a spec).
         max_workers: processes per batch (process), or the Ray actors all
             batches share (ray).
+        services: limits set by hand for every provider, and the retry policy.
+        limiters: the provider limiters every batch and run shares (default:
+            made from ``services``).
     """
 
     def __init__(
@@ -117,9 +130,16 @@ class BatchManager:
         max_concurrent: int = 64,
         executor: str | ExecutorSpec = "async",
         max_workers: int | None = None,
+        services: ServiceSettings | None = None,
+        limiters: ProviderLimiters | None = None,
     ) -> None:
         self.store = store
         self.blobs = SqliteBlobStore(store.path)  # the batches' blobs, in the same file
+        self.services = services or ServiceSettings()
+        if limiters is None:
+            own = self.services
+            limiters = ProviderLimiters(own.requests_per_minute, own.tokens_per_minute)
+        self.limiters = limiters
         spec = executor if isinstance(executor, ExecutorSpec) else ExecutorSpec.parse(executor)
         self.executor = spec.with_options(workers=max_workers)
         self.max_workers = max_workers
@@ -200,8 +220,8 @@ class BatchManager:
             # The batch's HTTP pool follows what it may have in flight.
             width = min(row.max_concurrent, self.max_concurrent)
             # Blobs go to the server's database: they outlive the run.
-            settings = ServiceSettings(max_connections=width, blobs=self.blobs)
-            inner = self._executors.executor(flow, settings)
+            settings = replace(self.services, max_connections=width, blobs=self.blobs)
+            inner = self._executors.executor(flow, settings, self.limiters)
             live = getattr(inner, "usage", None)  # the executor's counters, when it has them
             if isinstance(live, Usage):
                 self._usage[batch_id] = (Usage(**(row.usage or {})), live)
@@ -317,6 +337,11 @@ class BatchManager:
         total = before.copy()
         total.add(live)
         return total.to_dict()
+
+    def run_services(self) -> RunServices:
+        """Services for one ``/runs`` call: the server's provider limiters, a client
+        pool of its own (``async with``: closed when the run ends)."""
+        return RunServices(self.services, providers=self.limiters)
 
     def running(self, batch_id: str) -> bool:
         return batch_id in self._tasks

@@ -226,7 +226,9 @@ async def run(request: Request, settings: Settings, manager: Manager) -> Respons
     an ``INVALID_OUTPUT`` failure, as in a batch's record)."""
     data = await body_json(request, settings.limits)
     flow = await load_or_422(manager, flow_text(data, settings.limits))
-    result = await flow.run_async(data.get("input"))
+    # The server's provider limiters, a client pool for this run (closed as it ends).
+    async with manager.run_services() as services:
+        result = await flow.run_async(data.get("input"), services=services)
     # As a batch record: a result JSON cannot hold is an INVALID_OUTPUT failure.
     body, _ = await run_in_threadpool(encode_record, result.to_dict())
     return Response(body, media_type="application/json")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pocketbatch.loader import ComponentRegistry
+    from pocketbatch.loader._services import ServiceSettings
 
 __all__ = ("Limits", "ServerSettings")
 
@@ -67,3 +68,7 @@ class ServerSettings:
     # Where submitted flows' `cache: true` steps keep their answers (a SQLite file,
     # shared by all of them); None: those steps call every time.
     cache: Path | None = None
+    # Limits set by hand for every provider the submitted flows call (serve's
+    # --requests-per-minute / --tokens-per-minute), and the retry policy; one
+    # limiter per provider (base URL + key) serves all batches and /runs calls.
+    services: ServiceSettings | None = None

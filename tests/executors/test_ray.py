@@ -665,3 +665,65 @@ def test_the_readmes_cookbook_batch_on_ray_matches_async(tmp_path: Path) -> None
         outputs[executor] = (tmp_path / f"{executor}.jsonl").read_bytes()
     assert outputs["ray"] == outputs["async"]
     assert outputs["ray"].count(b"\n") == 20
+
+
+# -- limits set by hand, usage (issue 12) ---------------------------------------------------
+
+
+LLM_FLOW = """
+steps:
+  - id: chat
+    component: /builtin/openai
+    input:
+      messages: [{role: user, content: {$input: q}}]
+output: {$step: chat, path: response}
+"""
+
+
+def test_hand_set_limits_reach_the_actors_and_their_usage_comes_back(tmp_path: Path) -> None:
+    """``requests_per_minute`` (the CLI's --requests-per-minute) reaches each actor as
+    its share of the budget, and so does the config's ``providers:`` limit; the
+    items' requests, tokens, 429s and retries come back to the driver."""
+    from _fake_llm import USAGE, fake_llm
+
+    from pocketbatch.core import Usage
+    from pocketbatch.loader._services import ServiceSettings
+
+    with fake_llm() as fake:
+        fake.fail(429, retry_after_ms="1")
+        (tmp_path / "pocketbatch.yaml").write_text(
+            f"providers:\n  {fake.base_url}:\n    tokens_per_minute: 100000\n", encoding="utf-8"
+        )
+        flow_file = tmp_path / "flow.yaml"
+        flow_file.write_text(LLM_FLOW, encoding="utf-8")
+        flow = load_flow(flow_file, variables={"openai_base_url": fake.base_url})
+        executor = RayExecutor(
+            flow, workers=2, chunk_size=2, services=ServiceSettings(requests_per_minute=6000)
+        )
+
+        async def batch() -> tuple[list[FlowResult], list[Any]]:
+            async with executor:
+                results = [await executor.run(i, {"q": str(i)}) for i in range(2)]
+                results += await asyncio.gather(
+                    *(executor.run(i, {"q": str(i)}) for i in range(2, 8))
+                )
+                assert executor._pool is not None
+                limits = [
+                    await actor.limits.remote(executor._key) for actor in executor._pool.actors
+                ]
+            return results, limits
+
+        results, limits = run(batch())
+    assert [r.result for r in results] == [f"echo: {i}" for i in range(8)]
+    # Each of the 2 actors that called the provider: half of each budget.
+    assert [limit for limit in limits if limit] == [[(3000.0, 50000.0)]] * len(
+        [limit for limit in limits if limit]
+    )
+    assert any(limits)
+    assert executor.usage == Usage(
+        requests=9,
+        tokens_in=8 * USAGE["prompt_tokens"],
+        tokens_out=8 * USAGE["completion_tokens"],
+        rate_limited=1,
+        retries=1,
+    )
