@@ -175,6 +175,29 @@ async def test_retry_after_pauses_the_provider_for_every_item(fake: FakeLLM) -> 
     assert services.limiter(fake.base_url).statistics().pauses == 1
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("status", "headers", "pauses"),
+    [
+        (503, {}, 0),  # one server error says nothing of the provider's budget
+        (503, {"retry_after_ms": "2000"}, 1),  # the provider asked everyone to wait
+        (429, {}, 1),  # over the limit: everyone backs off, asked or not
+    ],
+)
+async def test_only_a_429_or_a_retry_after_pauses_every_item(
+    fake: FakeLLM, status: int, headers: dict[str, str], pauses: int
+) -> None:
+    """A 503 without ``retry-after`` is retried by its own item only: the others are
+    not held for its backoff (the benchmark's 1% of 503s paused the whole batch)."""
+    fake.fail(status, **headers)
+    time = FakeTime()
+    async with RunServices(clock=time.clock, sleep=time.sleep) as services:
+        result = await chat_flow(fake).run_async({"q": "x"}, services=services)
+        assert result.result == "echo: x"
+        assert services.limiter(fake.base_url).statistics().pauses == pauses
+    assert services.usage.retries == 1
+
+
 # --------------------------------------------------------------------------- limits
 
 
