@@ -280,10 +280,10 @@ class OpenAIChat(Builtin):
     ``max_tokens``. 429, 408, 5xx, timeouts and connection errors are retried
     by default (5 attempts, backoff 0.5 s doubling to 30 s with full jitter, or
     the reply's ``retry-after-ms``/``retry-after`` when longer; a 429, or a 503
-    with ``retry-after``, pauses the provider for every item); the failure above is raised only after the
-    last attempt. (Those are the run's: called on its own, outside a flow, the
-    builtin sends once.) The reply's ``usage`` is added to the run's
-    :class:`~pocketbatch.Usage`.
+    with ``retry-after``, pauses the provider for every item); the failure above
+    is raised only after the last attempt. (Those are the run's: called on its
+    own, outside a flow, the builtin sends once.) The reply's ``usage`` is added
+    to the run's :class:`~pocketbatch.Usage`.
 
     Example:
         >>> import asyncio

@@ -147,9 +147,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         each = math.ceil(size / count)
         limits = httpx.Limits(max_connections=2 * each, max_keepalive_connections=2 * each)
         context = verify if verify is not None else httpx.create_ssl_context()
-        self.pools = [
-            httpx.AsyncHTTPTransport(verify=context, limits=limits) for _ in range(count)
-        ]
+        self.pools = [httpx.AsyncHTTPTransport(verify=context, limits=limits) for _ in range(count)]
         self._busy = [0] * count  # requests each pool is sending
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
