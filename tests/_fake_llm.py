@@ -6,17 +6,46 @@ can both use it. Every accepted socket is counted, and every closed one, so a te
 can tell one pooled client from a client per request. Replies are scripted: a
 queue of ``(status, headers, body)`` taken first, then a chat completion with a
 fixed ``usage`` and the ``x-ratelimit-*`` headers of :attr:`FakeLLM.headers`.
+
+The realistic provider of the benchmarks (rate limits, latency, faults) is
+``benchmarks/fake_provider.py``; tests reach it through :data:`fake_provider`, loaded
+from its file: ``benchmarks/`` is not on the import path, so its top-level names
+(``core``, ``batch``, ``server``...) cannot shadow anything a test imports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, imported from its file (once) as ``_benchmarks_<name>``."""
+    qualified = f"_benchmarks_{name}"
+    found = sys.modules.get(qualified)
+    if found is not None:
+        return found
+    spec = importlib.util.spec_from_file_location(qualified, BENCHMARKS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+fake_provider = benchmark_module("fake_provider")
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
