@@ -145,8 +145,8 @@ async def _send_llm(
     services = ctx.services
     base_url, credential, (per_minute, tokens_per_minute) = provider
     limiter = services.limiter(base_url, credential)
-    for url, configured_requests, configured_tokens in ctx.options.provider_limits:
-        if url == base_url.rstrip("/"):  # pocketbatch.yaml's providers; the step's win
+    for configured_url, configured_requests, configured_tokens in ctx.options.provider_limits:
+        if configured_url == base_url.rstrip("/"):  # pocketbatch.yaml's; the step's win
             per_minute = per_minute or configured_requests
             tokens_per_minute = tokens_per_minute or configured_tokens
     limiter.set_limits(requests_per_minute=per_minute, tokens_per_minute=tokens_per_minute)

@@ -275,6 +275,9 @@ async def test_usage_is_summed_over_the_batch(fake: FakeLLM, executor: str) -> N
 
 @pytest.mark.asyncio
 async def test_limits_from_pocketbatch_yaml_by_base_url(fake: FakeLLM, tmp_path: Path) -> None:
+    """The provider's limits come from pocketbatch.yaml, and the request still goes to
+    ``{base_url}/chat/completions`` (it went to the configured base URL itself, which
+    the fake answers 404, when the loop over the providers reused the name ``url``)."""
     (tmp_path / "pocketbatch.yaml").write_text(
         f"providers:\n  {fake.base_url}/:\n    requests_per_minute: 30\n"
         "    tokens_per_minute: 5000\n",
@@ -284,7 +287,7 @@ async def test_limits_from_pocketbatch_yaml_by_base_url(fake: FakeLLM, tmp_path:
     flow = load_flow(tmp_path / "flow.yaml", variables={"openai_base_url": fake.base_url})
     time = FakeTime()
     async with RunServices(clock=time.clock, sleep=time.sleep) as services:
-        assert (await flow.run_async({"q": "a"}, services=services)).ok
+        assert (await flow.run_async({"q": "a"}, services=services)).result == "echo: a"
     stats = services.limiter(fake.base_url).statistics()
     assert (stats.requests_per_minute, stats.tokens_per_minute) == (30, 5000)
 
