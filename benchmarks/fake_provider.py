@@ -40,6 +40,9 @@ start it in a background thread from Python::
     with running_provider(ProviderConfig(latency=0.01)) as provider:
         client_base_url = provider.base_url   # http://127.0.0.1:PORT/v1
         provider.counters.as_dict()
+
+Tests also use :class:`ScriptedProvider` (through ``tests/_fake_llm.py``): the same
+server, answering ``echo: ...`` or scripted failures, counting connections.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +65,9 @@ __all__ = (
     "Counters",
     "FakeProvider",
     "ProviderConfig",
+    "RunningProvider",
+    "SCRIPTED_USAGE",
+    "ScriptedProvider",
     "answer_text",
     "example_for",
     "running_provider",
@@ -203,6 +209,7 @@ class Counters:
     rate_limited: int = 0
     faults: int = 0
     connections: int = 0
+    closed: int = 0  # connections ended (by either side)
     in_flight: int = 0
     max_in_flight: int = 0
     prompt_tokens: int = 0
@@ -218,6 +225,7 @@ class Counters:
             "rate_limited": self.rate_limited,
             "faults": self.faults,
             "connections": self.connections,
+            "closed": self.closed,
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -420,6 +428,7 @@ class FakeProvider:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self.counters.closed += 1
             writer.close()
 
     async def _handle(
@@ -499,6 +508,58 @@ def _error(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": code, "code": code}}).encode()
 
 
+# --------------------------------------------------------------------------- scripted
+
+SCRIPTED_USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+class ScriptedProvider(FakeProvider):
+    """For tests: no limits, no latency, any JSON body (kept in :attr:`bodies`).
+
+    A chat request gets the next reply scripted by :meth:`fail`, else ``echo: <the
+    last message's content>`` with :data:`SCRIPTED_USAGE` and the headers in
+    :attr:`headers`. :attr:`counters` counts the connections accepted and closed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ProviderConfig(latency=0.0))
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.headers: dict[str, str] = {}  # sent with every success
+        # A test's clock (e.g. a FakeTime's): each chat request's arrival is stamped.
+        self.clock: Callable[[], float] | None = None
+        self.stamps: list[float] = []
+        # Awaited (on the provider's loop) before the n-th reply (1-based) is sent.
+        self.hold: Callable[[int], Awaitable[None]] | None = None
+
+    def fail(self, status: int, times: int = 1, **headers: str) -> None:
+        """Answer the next ``times`` requests with ``status`` (and these headers;
+        ``retry_after_ms="250"`` becomes ``retry-after-ms: 250``)."""
+        named = {k.replace("_", "-"): v for k, v in headers.items()}
+        error = json.dumps({"error": f"HTTP {status}"}).encode()
+        self.script.extend([(status, named, error)] * times)
+
+    async def _chat(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.counters.requests += 1
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"raw": raw.decode("utf-8", "replace")}
+        self.bodies.append(body)
+        if self.clock is not None:
+            self.stamps.append(self.clock())
+        if self.hold is not None:
+            await self.hold(len(self.bodies))
+        if self.script:
+            return self.script.pop(0)
+        content = "echo: " + str(body.get("messages", [{}])[-1].get("content", ""))
+        answer = {
+            "choices": [{"message": {"role": "assistant", "content": content}}],
+            "model": "fake-model",
+            "usage": SCRIPTED_USAGE,
+        }
+        return 200, dict(self.headers), json.dumps(answer).encode()
+
+
 # --------------------------------------------------------------------------- starting it
 
 
@@ -535,10 +596,13 @@ async def _stats(provider: FakeProvider) -> dict[str, Any]:
 
 
 @contextmanager
-def running_provider(config: ProviderConfig | None = None) -> Iterator[RunningProvider]:
+def running_provider(
+    config: ProviderConfig | None = None, *, provider: FakeProvider | None = None
+) -> Iterator[RunningProvider]:
     """A fake provider on 127.0.0.1 (a free port), served by its own event loop in a
-    background thread until the block ends."""
-    provider = FakeProvider(config or ProviderConfig())
+    background thread until the block ends: a new :class:`FakeProvider` for ``config``,
+    or the ``provider`` given (e.g. a :class:`ScriptedProvider`)."""
+    provider = provider if provider is not None else FakeProvider(config or ProviderConfig())
     loop = asyncio.new_event_loop()
     started = threading.Event()
 

@@ -27,7 +27,9 @@ killed (SIGKILL) half-way and resumed, then rerun from scratch (400 prompts, C =
 the requests each made and the prompts answered twice (``--pb-option`` passes more
 run-batch options, e.g. a step cache, to every pocketbatch run). The floor is the
 largest of N / request-limit, N * tokens-per-request / token-limit and
-N * latency / C; the table gives wall, wall/floor, wall / the SDK's wall, failed
+N * latency / C; the table gives wall, wall/floor, wall / the SDK's wall, the
+contestant's CPU seconds (run-batch's process, from start-up to exit; the SDK's
+asyncio.run, its import of openai included; never the provider's), failed
 items, 429s (and their share of requests), 503s, prompts answered more than once
 and connections the provider accepted. Targets (issue 12): with headroom
 pocketbatch within 1.1x of the SDK; with a binding limit within 1.15x of the floor,
@@ -40,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -155,6 +158,13 @@ class Outcome:
     wrong: int  # answers that differ from the provider's
     stats: dict[str, Any]
     note: str = ""
+    cpu: float = 0.0  # CPU seconds (user + system) of the contestant, not the provider's
+
+
+def children_cpu() -> float:
+    """CPU seconds of the ended child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 EXTRA_OPTIONS: list[str] = []  # --pb-option: more run-batch options (e.g. a cache)
@@ -203,13 +213,15 @@ def run_pocketbatch(scenario: Scenario, flow: Path, tmp: Path) -> Outcome:
     output = tmp / f"{scenario.name}-{flow.stem}-out.jsonl"
     with provider(scenario) as base_url:
         command, env = run_batch_command(scenario, flow, inputs, output, base_url)
-        start = time.perf_counter()
+        cpu, start = children_cpu(), time.perf_counter()  # the provider is still running
         done = subprocess.run(command, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
         seen = stats(base_url)
     if done.returncode not in (0, 1):
         raise SystemExit(f"run-batch exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return check_records(scenario, output, wall, seen)
+    outcome = check_records(scenario, output, wall, seen)
+    outcome.cpu = cpu
+    return outcome
 
 
 def check_records(scenario: Scenario, output: Path, wall: float, seen: dict[str, Any]) -> Outcome:
@@ -260,11 +272,11 @@ async def _sdk(scenario: Scenario, base_url: str) -> tuple[int, int]:
 
 def run_sdk(scenario: Scenario) -> Outcome:
     with provider(scenario) as base_url:
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()  # this process only
         failed, wrong = asyncio.run(_sdk(scenario, base_url))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         seen = stats(base_url)
-    return Outcome(wall, failed, wrong, seen)
+    return Outcome(wall, failed, wrong, seen, cpu=cpu)
 
 
 def run_resume(scenario: Scenario, tmp: Path) -> list[str]:
@@ -321,9 +333,9 @@ def report(scenario: Scenario, results: dict[str, Outcome]) -> list[str]:
         f"({scenario.name}) {scenario.items} prompts, concurrency {scenario.concurrency}, "
         f"latency {LATENCY} s, limits {limits}, {FAULT_RATE:.0%} first-attempt 503s; "
         f"floor {floor:.2f} s",
-        f"| {'contestant':<18} | wall s | wall/floor | /SDK | failed | wrong | requests "
+        f"| {'contestant':<18} | wall s | wall/floor | /SDK | CPU s | failed | wrong | requests "
         f"| 429s (share) | 503s | answered twice | connections |",
-        "|" + "|".join(["---"] * 11) + "|",
+        "|" + "|".join(["---"] * 12) + "|",
     ]
     sdk = results.get("openai SDK")
     for name, o in results.items():
@@ -331,7 +343,8 @@ def report(scenario: Scenario, results: dict[str, Outcome]) -> list[str]:
         share = s["rate_limited"] / s["requests"] if s["requests"] else 0.0
         ratio = f"{o.wall / sdk.wall:.2f}" if sdk else "-"
         lines.append(
-            f"| {name:<18} | {o.wall:6.2f} | {o.wall / floor:10.2f} | {ratio} | {o.failed:6} "
+            f"| {name:<18} | {o.wall:6.2f} | {o.wall / floor:10.2f} | {ratio} | {o.cpu:5.2f} "
+            f"| {o.failed:6} "
             f"| {o.wrong:5} | {s['requests']:8} | {s['rate_limited']:5} ({share:5.1%}) "
             f"| {s['faults']:4} | {s['answered_twice']:14} | {s['connections']:11} |"
             + (f" failed: {o.note}" if o.note else "")

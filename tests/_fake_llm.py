@@ -1,139 +1,131 @@
-"""A fake OpenAI-compatible provider on 127.0.0.1 that counts TCP connections.
+"""The fake OpenAI-compatible providers of the tests, both from
+``benchmarks/fake_provider.py`` (one HTTP/1.1 server on 127.0.0.1, in its own thread,
+so sync tests (the CLI) and async tests can both use it):
 
-It speaks just enough HTTP/1.1 (keep-alive, ``Content-Length`` bodies) on a raw
-asyncio server running in its own thread, so sync tests (the CLI) and async tests
-can both use it. Every accepted socket is counted, and every closed one, so a test
-can tell one pooled client from a client per request. Replies are scripted: a
-queue of ``(status, headers, body)`` taken first, then a chat completion with a
-fixed ``usage`` and the ``x-ratelimit-*`` headers of :attr:`FakeLLM.headers`.
+* :func:`fake_llm` / :class:`FakeLLM`: scripted replies (:meth:`FakeLLM.fail`), then
+  ``echo: <content>`` with a fixed :data:`USAGE` and the ``x-ratelimit-*`` headers of
+  :attr:`FakeLLM.headers`; it counts every socket accepted and every one closed, so a
+  test can tell one pooled client from a client per request;
+* :data:`fake_provider`, the module itself, for the realistic provider (rate limits,
+  latency, faults: ``fake_provider.running_provider(fake_provider.ProviderConfig(...))``).
+
+``benchmarks/`` is not on the import path: :func:`benchmark_module` loads its modules
+from their files, so its top-level names (``core``, ``batch``, ``server``...) cannot
+shadow anything a test imports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import importlib.util
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@dataclass
+def benchmark_module(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, imported from its file (once) as ``_benchmarks_<name>``."""
+    qualified = f"_benchmarks_{name}"
+    found = sys.modules.get(qualified)
+    if found is not None:
+        return found
+    spec = importlib.util.spec_from_file_location(qualified, BENCHMARKS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+fake_provider = benchmark_module("fake_provider")
+
+USAGE: dict[str, int] = fake_provider.SCRIPTED_USAGE
+
+
 class FakeLLM:
-    """What a test sees of the fake provider."""
+    """What a test sees of the scripted provider (a ``fake_provider.ScriptedProvider``)."""
 
-    port: int = 0
-    connections: int = 0  # sockets accepted
-    closed: int = 0  # sockets the client closed
-    requests: list[dict[str, Any]] = field(default_factory=list)  # request bodies
-    script: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)  # sent with every success
-    writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    # A test's clock (e.g. a FakeTime's): each request's arrival is stamped with it.
-    clock: Callable[[], float] | None = None
-    stamps: list[float] = field(default_factory=list)
-    # Awaited (on the fake's loop) before the n-th reply (1-based) is sent.
-    hold: Callable[[int], Awaitable[None]] | None = None
+    def __init__(self, running: Any) -> None:
+        self._running = running
+        self._provider = running.provider
+
+    @property
+    def port(self) -> int:
+        port: int = self._provider.port
+        return port
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def connections(self) -> int:
+        """Sockets accepted."""
+        count: int = self._provider.counters.connections
+        return count
+
+    @property
+    def closed(self) -> int:
+        """Sockets ended (closed by the client, or at the end)."""
+        count: int = self._provider.counters.closed
+        return count
+
+    @property
+    def requests(self) -> list[Any]:
+        """The chat request bodies, in order."""
+        bodies: list[Any] = self._provider.bodies
+        return bodies
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers sent with every success (update it to add some)."""
+        headers: dict[str, str] = self._provider.headers
+        return headers
+
+    @property
+    def clock(self) -> Callable[[], float] | None:
+        """A test's clock (e.g. a FakeTime's): each request's arrival is stamped with it
+        in :attr:`stamps`."""
+        clock: Callable[[], float] | None = self._provider.clock
+        return clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float] | None) -> None:
+        self._provider.clock = clock
+
+    @property
+    def stamps(self) -> list[float]:
+        stamps: list[float] = self._provider.stamps
+        return stamps
+
+    @property
+    def hold(self) -> Callable[[int], Awaitable[None]] | None:
+        """Awaited (on the fake's loop) before the n-th reply (1-based) is sent."""
+        hold: Callable[[int], Awaitable[None]] | None = self._provider.hold
+        return hold
+
+    @hold.setter
+    def hold(self, hold: Callable[[int], Awaitable[None]] | None) -> None:
+        self._provider.hold = hold
+
     def fail(self, status: int, times: int = 1, **headers: str) -> None:
         """Answer the next ``times`` requests with ``status`` (and these headers;
         ``retry_after_ms="250"`` becomes ``retry-after-ms: 250``)."""
-        named = {k.replace("_", "-"): v for k, v in headers.items()}
-        self.script.extend([(status, named, json.dumps({"error": f"HTTP {status}"}))] * times)
-
-    def reply(self, body: Any) -> tuple[int, dict[str, str], str]:
-        self.requests.append(body)
-        if self.clock is not None:
-            self.stamps.append(self.clock())
-        if self.script:
-            return self.script.pop(0)
-        content = "echo: " + str(body.get("messages", [{}])[-1].get("content", ""))
-        answer = {
-            "choices": [{"message": {"role": "assistant", "content": content}}],
-            "model": "fake-model",
-            "usage": USAGE,
-        }
-        return 200, dict(self.headers), json.dumps(answer)
-
-
-async def _serve(fake: FakeLLM, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    fake.connections += 1
-    fake.writers.add(writer)
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for line in lines[1:]:
-                if ":" in line:
-                    name, value = line.split(":", 1)
-                    headers[name.strip().lower()] = value.strip()
-            raw = await reader.readexactly(int(headers.get("content-length", "0")))
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                body = {"raw": raw.decode("utf-8", "replace")}
-            status, extra, text = fake.reply(body)
-            if fake.hold is not None:
-                await fake.hold(len(fake.requests))
-            data = text.encode()
-            out = [f"HTTP/1.1 {status} X", "Content-Type: application/json"]
-            out += [f"{k}: {v}" for k, v in extra.items()]
-            out.append(f"Content-Length: {len(data)}")
-            writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + data)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        fake.closed += 1
-        fake.writers.discard(writer)
-        writer.close()
+        self._provider.fail(status, times, **headers)
 
 
 @contextmanager
 def fake_llm() -> Iterator[FakeLLM]:
-    """Run a :class:`FakeLLM` on a free port of 127.0.0.1 for the ``with`` block."""
-    fake = FakeLLM()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    server: asyncio.Server | None = None
-
-    async def start() -> None:
-        nonlocal server
-        server = await asyncio.start_server(lambda r, w: _serve(fake, r, w), "127.0.0.1", 0)
-        fake.port = server.sockets[0].getsockname()[1]
-        ready.set()
-
-    def run() -> None:
-        loop.run_until_complete(start())
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield fake
-    finally:
-
-        async def stop() -> None:
-            assert server is not None
-            server.close()
-            for writer in list(fake.writers):
-                writer.close()
-            await server.wait_closed()
-            await asyncio.sleep(0)
-            loop.stop()
-
-        loop.call_soon_threadsafe(lambda: loop.create_task(stop()))
-        thread.join(10)
-        loop.close()
+    """Run a scripted provider on a free port of 127.0.0.1 for the ``with`` block."""
+    provider = fake_provider.ScriptedProvider()
+    with fake_provider.running_provider(provider=provider) as running:
+        yield FakeLLM(running)
 
 
 def wait_until_closed(fake: FakeLLM, count: int) -> bool:

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from fake_provider import Bucket, ProviderConfig, RunningProvider, running_provider
+from _fake_llm import fake_provider
+
+Bucket = fake_provider.Bucket
+ProviderConfig = fake_provider.ProviderConfig
+RunningProvider = fake_provider.RunningProvider
+running_provider = fake_provider.running_provider
 
 
 @pytest.fixture
@@ -89,3 +94,18 @@ def test_a_bucket_refills_continuously_up_to_its_limit() -> None:
     assert bucket.wait_for(10, now=0.1) == pytest.approx(1.0)
     bucket.take(0, now=100.0)
     assert bucket.level == 10
+
+
+def test_benchmark_modules_are_not_top_level_names_in_tests() -> None:
+    """``benchmarks/`` is not on pytest's path (tests load its modules by file,
+    ``_fake_llm.benchmark_module``), so its ``core.py``, ``batch.py``, ``server.py``
+    cannot stand in for a test's ``import core`` or the like."""
+    import importlib.util
+
+    from _fake_llm import BENCHMARKS
+
+    for name in ("fake_provider", "llm", "scaleout", "core", "batch", "server"):
+        spec = importlib.util.find_spec(name)
+        origins = [] if spec is None else [spec.origin, *(spec.submodule_search_locations or [])]
+        assert not any(str(BENCHMARKS) in str(origin) for origin in origins), (name, origins)
+    assert fake_provider.__file__ == str(BENCHMARKS / "fake_provider.py")

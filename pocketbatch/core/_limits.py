@@ -6,8 +6,8 @@ base URL with one API key). It holds two budgets per minute, requests and tokens
 each a bucket that refills continuously at ``limit / 60`` per second; a caller takes
 one request and its estimated tokens before sending. The limits can be given by
 hand, and are learned from the provider's ``x-ratelimit-*`` headers
-(:meth:`ProviderLimiter.update_from_headers`); a 429 or 503 pauses every caller
-(:meth:`ProviderLimiter.pause`). Stdlib only, like the rest of the core.
+(:meth:`ProviderLimiter.update_from_headers`); a 429, or a 503 with ``retry-after``,
+pauses every caller (:meth:`ProviderLimiter.pause`). Stdlib only, like the rest of the core.
 """
 
 from __future__ import annotations

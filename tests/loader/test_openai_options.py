@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 from _builtin_support import fails, make_ctx
-from fake_provider import ProviderConfig, RunningProvider, running_provider
+from _fake_llm import fake_provider
 
 from pocketbatch.loader._builtin_http import OpenAIChat
 from pocketbatch.loader._openai_shape import _validator
+
+ProviderConfig = fake_provider.ProviderConfig
+RunningProvider = fake_provider.RunningProvider
+running_provider = fake_provider.running_provider
 
 
 @pytest.fixture(scope="module")
