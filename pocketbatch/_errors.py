@@ -229,14 +229,18 @@ class MissingExtraError(PocketbatchError, ImportError):
     """An optional part of pocketbatch was used without its extra installed.
 
     Example:
-        >>> print(MissingExtraError("pocketbatch serve", "server"))
-        pocketbatch serve needs the 'server' extra: pip install 'pocketbatch[server]'
+        >>> print(MissingExtraError("the ray executor", "ray"))
+        the ray executor needs the 'ray' extra: in the pocketbatch checkout, pip install '.[ray]'
     """
 
     def __init__(self, feature: str, extra: str) -> None:
         self.feature = feature
         self.extra = extra
-        super().__init__(f"{feature} needs the {extra!r} extra: pip install 'pocketbatch[{extra}]'")
+        # pocketbatch is installed from its checkout (it is not on the package index).
+        super().__init__(
+            f"{feature} needs the {extra!r} extra: in the pocketbatch checkout, "
+            f"pip install '.[{extra}]'"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.feature, self.extra), self.__dict__)

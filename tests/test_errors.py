@@ -174,7 +174,8 @@ def test_messages() -> None:
     """The documented messages are produced."""
     assert str(NodeTimeoutError("fetch", 2, 0.5)) == "node 'fetch' attempt 2 timed out after 0.5 s"
     assert str(MissingExtraError("pocketbatch serve", "server")) == (
-        "pocketbatch serve needs the 'server' extra: pip install 'pocketbatch[server]'"
+        "pocketbatch serve needs the 'server' extra: in the pocketbatch checkout, "
+        "pip install '.[server]'"
     )
     assert str(UnknownActionError("review", "maybe", ["approve", "reject"])) == (
         "node 'review' returned action 'maybe', which has no successor "

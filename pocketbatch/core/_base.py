@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, ClassVar, Generic, Self, cast
+from typing import Any, ClassVar, Generic, Self, cast, overload
 
 from typing_extensions import TypeVar
 
@@ -60,7 +60,11 @@ class _ConditionalTransition:
         self.src = src
         self.action = action
 
-    def __rshift__(self, tgt: _NodeT) -> _NodeT:
+    @overload
+    def __rshift__(self, tgt: _NodeT) -> _NodeT: ...
+    @overload
+    def __rshift__(self, tgt: None) -> None: ...
+    def __rshift__(self, tgt: _NodeT | None) -> _NodeT | None:
         return self.src.next(tgt, self.action)
 
 
@@ -101,7 +105,8 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
 
     def __init__(self, *, name: str | None = None) -> None:
         self.params: dict[str, Any] = {}
-        self.successors: dict[str, BaseNode[Any, Any, Any]] = {}
+        # None (from ``node - "done" >> None``) ends the flow on that action, as in PocketFlow.
+        self.successors: dict[str, BaseNode[Any, Any, Any] | None] = {}
         if name is not None:
             self.name = name
 
@@ -133,10 +138,17 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
         """
         self.params = params
 
-    def next(self, node: _NodeT, action: str = "default") -> _NodeT:
+    @overload
+    def next(self, node: _NodeT, action: str = "default") -> _NodeT: ...
+    @overload
+    def next(self, node: None, action: str = "default") -> None: ...
+    def next(self, node: _NodeT | None, action: str = "default") -> _NodeT | None:
         """Add ``node`` as the successor for ``action`` and return it (for chaining).
 
         Warns ``Overwriting successor for action '<action>'`` when one existed.
+        ``None`` (``node - "done" >> None``, as PocketFlow allows) records that the
+        flow ends on that action; it ends there with PocketFlow's ``Flow ends: ...``
+        warning.
 
         Example:
             >>> a, b = BaseNode(), BaseNode()
@@ -145,16 +157,20 @@ class BaseNode(Generic[SharedT, PrepT, ExecT]):
             >>> list(a.successors)
             ['approve']
         """
-        if not isinstance(node, BaseNode):
+        if node is not None and not isinstance(node, BaseNode):
             raise TypeError(
-                f"a successor must be a node or a flow, got {type(node).__name__}: {node!r}"
+                f"a successor must be a node, a flow or None, got {type(node).__name__}: {node!r}"
             )
         if action in self.successors:
             warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=2)
         self.successors[action] = node
         return node
 
-    def __rshift__(self, other: _NodeT) -> _NodeT:
+    @overload
+    def __rshift__(self, other: _NodeT) -> _NodeT: ...
+    @overload
+    def __rshift__(self, other: None) -> None: ...
+    def __rshift__(self, other: _NodeT | None) -> _NodeT | None:
         """``a >> b``: ``b`` follows ``a`` on the ``"default"`` action."""
         return self.next(other)
 

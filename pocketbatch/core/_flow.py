@@ -44,14 +44,16 @@ class Flow(BaseNode[SharedT, Any, Any]):
     ``node >> other`` makes ``other`` follow on the ``"default"`` action;
     ``node - "approve" >> other`` on ``"approve"``. The flow ends when a node's
     action has no successor (with PocketFlow's warning ``Flow ends: ...`` if the
-    node had successors for other actions). A flow's ``post`` returns the last
+    node had successors for other actions; ``node - "done" >> None`` ends it there
+    the same way, as PocketFlow does). A flow's ``post`` returns the last
     action by default, so a nested flow can branch its parent.
 
     Args:
         start: the first node (or set it later with :meth:`start`).
         name: shown in events, errors and diagrams.
         strict: raise :class:`~pocketbatch.UnknownActionError` instead of warning
-            when a node returns an action it has no successor for.
+            when a node returns an action it has no successor for (an action
+            wired to ``None`` ends the flow quietly).
 
     Example:
         >>> from pocketbatch import Flow, Node
@@ -112,9 +114,12 @@ class Flow(BaseNode[SharedT, Any, Any]):
             >>> Flow(start=a).get_next_node(a, "go") is b
             True
         """
-        nxt = curr.successors.get(action or "default")
+        key = action or "default"
+        nxt = curr.successors.get(key)
         if nxt is None and curr.successors:
             if self._pb_strict:
+                if key in curr.successors:  # ``- action >> None``: an end on purpose
+                    return None
                 raise UnknownActionError(node_name(curr), action, list(curr.successors))
             warnings.warn(
                 f"Flow ends: '{action}' not found in {list(curr.successors)}", stacklevel=4
@@ -220,7 +225,7 @@ def _collect_problems(flow: Flow[Any], problems: list[str], seen: set[int]) -> N
             )
         if isinstance(node, Flow):
             _collect_problems(node, problems, seen)
-        stack.extend(reversed(node.successors.values()))
+        stack.extend(n for n in reversed(node.successors.values()) if n is not None)
 
 
 def _async_base(node: BaseNode[Any, Any, Any]) -> str:

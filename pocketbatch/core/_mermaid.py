@@ -49,7 +49,7 @@ class _Renderer:
                 continue
             declared.add(id(node))
             order.append(node)
-            stack.extend(reversed(list(node.successors.values())))
+            stack.extend(n for n in reversed(node.successors.values()) if n is not None)
         for node in order:
             ident = self.ident(node)
             if id(node) not in self.declared:
@@ -62,6 +62,8 @@ class _Renderer:
                 else:
                     self.lines.append(f'{indent}{ident}["{name}"]')
             for action, target in node.successors.items():
+                if target is None:  # ``- action >> None``: the flow ends there
+                    continue
                 arrow = "-->" if action == "default" else f'-->|"{_label(action)}"|'
                 self.edges.append(f"    {ident} {arrow} {self.ident(target)}")
 

@@ -6,7 +6,10 @@ the (sync or async) iterable one at a time, so a generator of a million items
 never becomes a million coroutines. Every worker lives in one
 :class:`asyncio.TaskGroup`, so when the first failure stops the pool, no item
 starts after it and the items still in flight are cancelled *and awaited* before
-the original exception propagates. It has two faces:
+the original exception propagates. Unbounded (no limit), :func:`_gather` starts every
+item at once as ``asyncio.gather`` does, so all of them start even when the first
+fails before yielding; the ones still in flight are then cancelled the same way.
+It has two faces:
 
 * :func:`bounded_map`: every result, in input order, in a list (the core's
   parallel batch nodes and flows, flow tests);
@@ -22,6 +25,7 @@ from collections.abc import (
     AsyncIterable,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Sized,
 )
@@ -162,11 +166,18 @@ async def _pool(
                 fatal.append(exc)
                 raise _Abort from None
 
+    await _supervise([worker() for _ in range(workers)], fatal)
+
+
+async def _supervise(coros: list[Coroutine[Any, Any, None]], fatal: list[BaseException]) -> None:
+    """Run ``coros`` as tasks of one :class:`asyncio.TaskGroup`; a worker that fails
+    records its exception in ``fatal`` and raises :class:`_Abort`, the group cancels
+    (and awaits) the rest, and the failure propagates as itself."""
     stop_with: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
+            for coro in coros:
+                group.create_task(coro)
     except BaseExceptionGroup as group_error:
         # Whatever stopped the pool propagates as itself, as from asyncio.gather:
         # a BaseException that is not an Exception (one the workers let through),
@@ -186,6 +197,28 @@ async def _pool(
         raise stop_with
 
 
+async def _gather(
+    fn: Callable[[int, T], Awaitable[R]],
+    items: list[T],
+    *,
+    done: Callable[[int, R], object],
+) -> None:
+    """Unbounded: one task per item, every one started before any failure is seen,
+    as ``asyncio.gather`` starts them (PocketFlow code counts on those calls). The
+    first failure cancels (and awaits) the items still in flight and propagates as
+    itself, as in :func:`_pool`."""
+    fatal: list[BaseException] = []
+
+    async def one(index: int, item: T) -> None:
+        try:
+            done(index, await fn(index, item))
+        except Exception as exc:  # fn or done
+            fatal.append(exc)
+            raise _Abort from None
+
+    await _supervise([one(index, item) for index, item in enumerate(items)], fatal)
+
+
 async def bounded_map(
     fn: ItemFn[T],
     items: Iterable[T] | AsyncIterable[T],
@@ -202,7 +235,8 @@ async def bounded_map(
     become :class:`ItemError` entries. An exception raised by the iterable itself,
     or by ``fn``, always stops the batch.
 
-    ``limit=None`` means unbounded: one task per item, as ``asyncio.gather`` would.
+    ``limit=None`` means unbounded: one task per item, every one started, as
+    ``asyncio.gather`` would (even if an item fails before the others start).
 
     Example:
         >>> import asyncio
@@ -230,7 +264,11 @@ async def bounded_map(
             results.extend([None] * (index + 1 - len(results)))
         results[index] = result
 
-    await _pool(fn, items, workers=_workers(items, limit), done=settle)
+    if limit is None:
+        assert isinstance(items, list)
+        await _gather(fn, items, done=settle)
+    else:
+        await _pool(fn, items, workers=_workers(items, limit), done=settle)
     return results
 
 

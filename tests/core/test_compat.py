@@ -190,6 +190,51 @@ def test_minus_action_rshift_wires_a_labelled_successor() -> None:
     assert a.successors == {"approve": b, "reject": c}
 
 
+def test_action_wired_to_none_ends_the_flow_with_pocketflow_warning() -> None:
+    """node - "error" >> None is accepted (evaluates to None) and the flow ends there,
+    with PocketFlow's "Flow ends: ..." warning."""
+    check, done = Say("check", action="error"), Say("done")
+    assert (check - "error" >> None) is None
+    check >> done
+    assert check.successors == {"error": None, "default": done}
+    shared: dict[str, Any] = {}
+    with recorded_warnings() as caught:
+        assert Flow(start=check).run(shared) == "error"
+    assert shared["trail"] == ["check"]
+    assert messages(caught) == [
+        (UserWarning, "Flow ends: 'error' not found in ['error', 'default']")
+    ]
+
+
+@pytest.mark.asyncio
+async def test_default_wired_to_none_ends_an_async_flow() -> None:
+    """node >> None is accepted too; an async flow ends there with the same warning."""
+    last = ASay("last")
+    assert (last >> None) is None
+    assert last.next(None, "other") is None
+    assert last.successors == {"default": None, "other": None}
+    shared: dict[str, Any] = {}
+    with recorded_warnings() as caught:
+        assert await AsyncFlow(start=last).run_async(shared) is None
+    assert shared["trail"] == ["last"]
+    assert messages(caught) == [
+        (UserWarning, "Flow ends: 'None' not found in ['default', 'other']")
+    ]
+
+
+def test_action_wired_to_none_in_strict_flow_and_diagram() -> None:
+    """strict=True treats an action wired to None as a deliberate end (no error, no
+    warning); to_mermaid draws no edge for it; validation walks past it."""
+    check, done = Say("check", action="error"), Say("done")
+    check - "error" >> None
+    check >> done
+    with recorded_warnings() as caught:
+        assert Flow(start=check, strict=True).run({}) == "error"
+    assert caught == []
+    Flow(start=check).validate()
+    assert Flow(start=check).to_mermaid().count("-->") == 1
+
+
 @pytest.mark.parametrize("action", [3, None, 1.5, b"bytes"])
 def test_minus_non_string_action_raises_type_error(action: object) -> None:
     """node - <non-str> raises TypeError whose message starts with "Action must be a string"."""

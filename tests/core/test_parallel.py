@@ -521,6 +521,75 @@ async def test_cur_retry_is_per_item() -> None:
     assert seen == {i: [0, 1] for i in range(4)}
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("source", SOURCES)
+async def test_unbounded_starts_every_item_before_a_failure_as_gather(
+    kind: str, source: str
+) -> None:
+    """No options: every item starts, as asyncio.gather starts them, even when item 0
+    fails before its first await; the others are then cancelled and awaited."""
+    tracker = Tracker()
+    boom = Boom("at once")
+    jobs = [job(i, yields=0 if i == 0 else 5, exc=boom if i == 0 else None) for i in range(10)]
+    before = live_tasks()
+    obj = build(kind, make_source(source, tracker, jobs), tracker)
+    with pytest.raises(Boom) as info:
+        await run(obj)
+    assert info.value is boom
+    assert sorted(tracker.started) == list(range(10))
+    assert tracker.failed == [0]
+    assert sorted(tracker.cancelled) == list(range(1, 10))
+    assert tracker.finished == []
+    assert live_tasks() == before
+
+
+def pocketflow_calls(mod: Any) -> int:
+    """PocketFlow code: a parallel batch node whose first item fails at once; how many
+    exec_async calls were made (run on ``mod``, pocketflow or pocketbatch)."""
+    calls = []
+
+    class Fetch(mod.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, n):
+            calls.append(n)
+            if n == 0:
+                raise ValueError("first")
+            await asyncio.sleep(0)
+            return n
+
+    class PerItem(mod.AsyncNode):
+        async def exec_async(self, _):
+            calls.append(self.params["n"])
+            if self.params["n"] == 0:
+                raise ValueError("first")
+            await asyncio.sleep(0)
+
+    class Each(mod.AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": n} for n in range(6)]
+
+    async def main() -> None:
+        for runnable in (Fetch(), Each(start=PerItem())):
+            with pytest.raises(ValueError, match="first"):
+                await runnable.run_async({})
+
+    asyncio.run(main())
+    return len(calls)
+
+
+def test_unbounded_makes_as_many_calls_as_pocketflow() -> None:
+    """The same PocketFlow program makes the same number of calls on both libraries."""
+    import pocketflow
+
+    import pocketbatch
+
+    assert pocketflow_calls(pocketflow) == 12
+    assert pocketflow_calls(pocketbatch) == 12
+
+
 # -- on_item_error="collect" -------------------------------------------------------------
 
 
