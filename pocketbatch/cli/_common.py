@@ -13,19 +13,21 @@ if TYPE_CHECKING:
     from pocketbatch.loader import LoadedFlow, StepCache
 
 __all__ = (
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
     "check_finite",
     "dump_json",
-    "load_flow_from",
     "open_step_cache",
     "parse_variables",
     "strict_json",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells say
 
 
 class UsageError(Exception):
@@ -76,17 +78,6 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
                 raise UsageError(f"--var {name}: {raw} is not valid JSON") from None
             out[name] = raw
     return out
-
-
-def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
-    from pocketbatch.loader import load_flow
-
-    return load_flow(
-        Path(args.flow),
-        config=args.config,
-        variables=parse_variables(args.var),
-        allow_python_imports=not args.no_python_imports,
-    )
 
 
 def open_step_cache(args: argparse.Namespace, flow: LoadedFlow) -> StepCache | None:
