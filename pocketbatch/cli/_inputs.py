@@ -74,9 +74,12 @@ def read_input(args: argparse.Namespace) -> Any:
         if _is_file(args.input):
             return _document(_read_text(args.input, "--input"), args.input, "--input")
         try:
-            return _json_text(args.input, "--input")
-        except UsageError as exc:
-            raise UsageError(f"{exc} (nor a file: --input takes a file or JSON text)") from None
+            value = strict_json(args.input, "--input")
+        except ValueError as exc:
+            raise UsageError(
+                f"--input is not valid JSON: {exc} (nor a file: --input takes a file or JSON text)"
+            ) from None
+        return check_finite(value, "--input")
     if args.input_json is not None:
         return _json_text(args.input_json, "--input-json")
     if args.input_yaml is not None:
