@@ -100,20 +100,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["validate", "no/such/flow.yaml"])
         2
     """
-    from pocketbatch.client import ServerError  # stdlib only: httpx loads with a Client
-
-    parser = build_parser()
-    args = finish_args(parser, parser.parse(_batch_through_run(list(sys.argv[1:] if argv is None else argv))))
     try:
-        code = _COMMANDS[args.command](args)
-        sys.stdout.flush()  # here, so that a closed pipe is caught below
-        return code
+        return _main(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError:  # `pocketbatch ... | head -1`: the reader has gone
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("pocketbatch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
+    from pocketbatch.client import ServerError  # stdlib only: httpx loads with a Client
+
+    parser = build_parser()
+    args = finish_args(parser, parser.parse(_batch_through_run(argv)))
+    try:
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught in main
+        return code
     except ServerError as exc:
         print(f"pocketbatch: server error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -121,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bad usage, a flow that does not load, a missing extra, an executor that cannot start
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # quiet, in main
     except OSError as exc:  # a file or folder the command could not open or write
         print(f"pocketbatch: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -57,9 +57,7 @@ class Parser(argparse.ArgumentParser):
         args, extras = self.parse_known_args(argv)
         if extras:
             target = self.chosen(args)
-            flags = [
-                option for action in target._actions for option in action.option_strings
-            ]
+            flags = [option for action in target._actions for option in action.option_strings]
             hints = "".join(
                 suggestion(extra.split("=", 1)[0], flags)
                 for extra in extras

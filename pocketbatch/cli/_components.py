@@ -51,7 +51,9 @@ def component_listing(config_path: Path | None) -> list[dict[str, Any]]:
         ]
         for route in config.plugin_routes:
             plugins = sorted({rule.plugin for rule in route.rules})
-            entries.append({"path": route.pattern.text, "kind": "plugin", "via": ", ".join(plugins)})
+            entries.append(
+                {"path": route.pattern.text, "kind": "plugin", "via": ", ".join(plugins)}
+            )
     if config is None or config.python_imports is not False:
         entries.append({"path": "/python/<module>.<function>", "kind": "python", "via": "import"})
     return sorted(entries, key=lambda e: (e["path"], e["kind"]))

@@ -87,7 +87,9 @@ def read_input(args: argparse.Namespace) -> Any:
     if args.input_file is not None:
         if args.input_file == "-":
             return _document(sys.stdin.read(), "<stdin>", "--input-file")
-        return _document(_read_text(args.input_file, "--input-file"), args.input_file, "--input-file")
+        return _document(
+            _read_text(args.input_file, "--input-file"), args.input_file, "--input-file"
+        )
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError(
             "no input: give --input FILE|JSON, --input-json JSON, --input-yaml YAML or "

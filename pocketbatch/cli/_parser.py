@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         elif positional:
             cmd.add_argument("flow", nargs="?", help="the flow file (YAML or JSON)")
             cmd.add_argument(
-                "--flow", dest="flow_option", metavar="FLOW", help="the flow file (Stepflow's spelling)"
+                "--flow",
+                dest="flow_option",
+                metavar="FLOW",
+                help="the flow file (Stepflow's spelling)",
             )
         else:
             cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
@@ -208,8 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--config",
-        help="components for submitted flows: a pocketbatch.yaml or a Stepflow "
-        "stepflow-config.yml",
+        help="components for submitted flows: a pocketbatch.yaml or a Stepflow stepflow-config.yml",
     )
     serve.add_argument(
         "--allow-module",
@@ -490,7 +492,6 @@ def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     cancel = sub.add_parser("cancel-batch", help="cancel a running remote batch")
     common(cancel)
     cancel.add_argument("--batch-id", required=True, help="the batch to cancel")
-
 
 
 def _executor_kind(text: str) -> ExecutorSpec:

@@ -123,19 +123,11 @@ def _write_records(client: Client, batch_id: str, output: str | None) -> int:
 
 
 def _records_and_exit(args: argparse.Namespace, client: Client, batch_id: str) -> int:
-    try:
-        batch = (
-            _wait_with_progress(client, batch_id, enabled=not args.no_progress)
-            if args.wait
-            else client.get_batch(batch_id)
-        )
-    except KeyboardInterrupt:
-        print(
-            f"pocketbatch: interrupted; batch {batch_id} goes on running on the server: "
-            f"get-batch --batch-id {batch_id} --wait fetches its records, cancel-batch stops it",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+    batch = (
+        _wait_with_progress(client, batch_id, enabled=not args.no_progress)
+        if args.wait
+        else client.get_batch(batch_id)
+    )
     written = _write_records(client, batch_id, args.output)
     if batch["status"] == "running":
         print(
@@ -178,9 +170,23 @@ def submit_batch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_OK
-    print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr, flush=True)
-    with _client(args) as client:
-        return _records_and_exit(args, client, batch_id)
+    return _wait_for(args, batch_id, submitted=True)
+
+
+def _wait_for(args: argparse.Namespace, batch_id: str, *, submitted: bool = False) -> int:
+    """The batch's records (``--wait``: once it ends); Ctrl-C leaves it running."""
+    try:
+        if submitted:
+            print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr, flush=True)
+        with _client(args) as client:
+            return _records_and_exit(args, client, batch_id)
+    except KeyboardInterrupt:
+        print(
+            f"pocketbatch: interrupted; batch {batch_id} goes on running on the server: "
+            f"get-batch --batch-id {batch_id} --wait fetches its records, cancel-batch stops it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 def get_batch(args: argparse.Namespace) -> int:
@@ -191,11 +197,11 @@ def get_batch(args: argparse.Namespace) -> int:
         )
     if args.output:
         check_output(args.output)
-    with _client(args) as client:
-        if not args.wait and not args.output:
+    if not args.wait and not args.output:
+        with _client(args) as client:
             print(dump_json(client.get_batch(args.batch_id)))
-            return EXIT_OK
-        return _records_and_exit(args, client, args.batch_id)
+        return EXIT_OK
+    return _wait_for(args, args.batch_id)
 
 
 def list_batches(args: argparse.Namespace) -> int:

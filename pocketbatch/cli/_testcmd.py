@@ -92,9 +92,7 @@ def _diff(expected: Any, actual: Any) -> list[str]:
         return json.dumps(value, indent=2, ensure_ascii=False, default=str).splitlines()
 
     return list(
-        difflib.unified_diff(
-            lines(expected), lines(actual), "expected", "actual", lineterm="", n=2
-        )
+        difflib.unified_diff(lines(expected), lines(actual), "expected", "actual", lineterm="", n=2)
     )
 
 
@@ -265,6 +263,8 @@ def _edit(text: str, case: Any, output: Any) -> tuple[int, int, str]:
         return close, close, f", output: {inline}"
     column = case.value[0][0].start_mark.column
     at = _end(case)
-    return at, at, "\n" + " " * column + "output:\n" + " " * (column + 2) + _block(
-        output, column + 2
+    return (
+        at,
+        at,
+        "\n" + " " * column + "output:\n" + " " * (column + 2) + _block(output, column + 2),
     )

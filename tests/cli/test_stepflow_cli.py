@@ -285,7 +285,10 @@ def test_test_a_folder_without_cases_is_an_error(tmp_path: Path) -> None:
 
 def test_test_case_runs_only_the_named_cases() -> None:
     ran = run_cli("test", FAILING, "--case", "matches", "--case", "also matches")
-    assert (ran.returncode, ran.stdout) == (0, "PASS matches\nPASS also matches\n2 passed, 0 failed\n")
+    assert (ran.returncode, ran.stdout) == (
+        0,
+        "PASS matches\nPASS also matches\n2 passed, 0 failed\n",
+    )
 
 
 def test_test_unknown_case_suggests_the_closest() -> None:
@@ -416,7 +419,10 @@ def test_typod_flag_shows_the_commands_usage_and_a_did_you_mean() -> None:
     ran = run_cli("run-batch", "--flow", GREET, "--inputs", "x.jsonl", "--max-concurent", "4")
     assert (ran.returncode, ran.stdout) == (2, "")
     assert ran.stderr.startswith("usage: pocketbatch run-batch ")
-    assert "error: unrecognized arguments: --max-concurent 4 (did you mean '--max-concurrent'?)" in ran.stderr
+    assert (
+        "error: unrecognized arguments: --max-concurent 4 (did you mean '--max-concurrent'?)"
+        in ran.stderr
+    )
 
 
 def test_typod_command_gets_a_did_you_mean() -> None:
