@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from pocketbatch import __version__
 from pocketbatch.cli._argparse import Parser as _Parser
@@ -37,7 +36,7 @@ def finish_args(parser: _Parser, args: argparse.Namespace) -> argparse.Namespace
     return args
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="pocketbatch",
         description="Run PocketFlow-style and Stepflow-format flows over many inputs.",

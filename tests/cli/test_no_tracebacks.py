@@ -18,11 +18,15 @@ from _support import ServerProcess, run_cli, write_lines
 
 DATA = Path(__file__).parent.parent / "cli_data"
 GREET = DATA / "greet.yaml"
-SLOW = "steps:\n  - id: s\n    component: /builtin/sleep\n    input: {duration_ms: 30000}\noutput: {$step: s}\n"
+SLOW = (
+    "steps:\n  - id: s\n    component: /builtin/sleep\n"
+    "    input: {duration_ms: 30000}\noutput: {$step: s}\n"
+)
 
 
 def one_clean_line(stderr: str) -> None:
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "Exception ignored" not in stderr, stderr
     assert stderr.count("\n") == 1, stderr
 
 
@@ -36,7 +40,7 @@ def one_clean_line(stderr: str) -> None:
         pytest.param(["run", "--flow", GREET, "--input-json", "{}"], id="run"),
         pytest.param(["visualize", GREET], id="visualize"),
     ],
-)  # fmt: skip
+)
 def test_output_in_a_missing_folder_is_one_line_and_exit_2(
     tmp_path: Path, args: list[object]
 ) -> None:
@@ -77,13 +81,16 @@ def closed_stdout_run(*args: object, stdin: str | None = None) -> subprocess.Com
         pytest.param(["visualize", GREET], id="visualize"),
         pytest.param(["test", GREET], id="test"),
         pytest.param(["list-components"], id="list-components"),
-        pytest.param(["run-batch", "--flow", GREET, "--inputs", "-", "--no-progress"], id="run-batch"),
+        pytest.param(
+            ["run-batch", "--flow", GREET, "--inputs", "-", "--no-progress"], id="run-batch"
+        ),
         pytest.param(["--help"], id="help"),
     ],
-)  # fmt: skip
+)
 def test_closed_stdout_is_no_traceback(args: list[object]) -> None:
     ran = closed_stdout_run(*args, stdin='{"name": "a"}\n' * 50)
-    assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    assert "Exception ignored" not in ran.stderr, ran.stderr
     assert ran.returncode == (0 if args == ["--help"] else 141), ran.stderr
 
 
@@ -111,17 +118,30 @@ def test_ctrl_c_of_run_batch_to_stdout_does_not_suggest_resume(tmp_path: Path) -
     )
     inputs = write_lines(tmp_path / "in.jsonl", [{"ms": 0}, {"ms": 60000}, {"ms": 60000}])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pocketbatch", "run-batch", "--flow", str(flow), "--inputs",
-         str(inputs), "--max-concurrent", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pocketbatch",
+            "run-batch",
+            "--flow",
+            str(flow),
+            "--inputs",
+            str(inputs),
+            "--max-concurrent",
+            "1",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the loop runs: SIGINT is its handler's now
         proc.send_signal(signal.SIGINT)
         read_stderr_until(proc, "interrupted: finishing the items in flight")
         proc.send_signal(signal.SIGINT)  # again: cancel the item in flight
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert json.loads(first)["index"] == 0
@@ -136,11 +156,16 @@ def test_ctrl_c_during_a_single_run_is_one_line_and_130(tmp_path: Path) -> None:
     flow = tmp_path / "slow.yaml"
     flow.write_text(SLOW, encoding="utf-8")
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, pocketbatch.cli as c; print('ready', file=sys.stderr, flush=True); "
-         f"sys.exit(c.main(['run', '--flow', {str(flow)!r}, '--input-json', '{{}}']))"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, pocketbatch.cli as c; print('ready', file=sys.stderr, flush=True); "
+            f"sys.exit(c.main(['run', '--flow', {str(flow)!r}, '--input-json', '{{}}']))",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         read_stderr_until(proc, "ready")
         proc.send_signal(signal.SIGINT)
@@ -186,12 +211,18 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(
 def test_stepflows_batch_tracking_script(server: ServerProcess, tmp_path: Path) -> None:
     """``BATCH_ID=$(pocketbatch submit-batch ... --output=/dev/null | jq -r .batch_id)``."""
     inputs = write_lines(tmp_path / "in.jsonl", [{"name": "a"}])
-    ran = run_cli("submit-batch", f"--url={server.url}", f"--flow={GREET}", f"--inputs={inputs}",
-                  "--output=/dev/null")  # fmt: skip
+    ran = run_cli(
+        "submit-batch",
+        f"--url={server.url}",
+        f"--flow={GREET}",
+        f"--inputs={inputs}",
+        "--output=/dev/null",
+    )
     assert ran.returncode == 0, ran.stderr
     batch_id = json.loads(ran.stdout)["batch_id"]
-    got = run_cli("get-batch", f"--url={server.url}", f"--batch-id={batch_id}", "--wait",
-                  "--no-progress")  # fmt: skip
+    got = run_cli(
+        "get-batch", f"--url={server.url}", f"--batch-id={batch_id}", "--wait", "--no-progress"
+    )
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["result"]["name"] == "a"
 
@@ -216,16 +247,38 @@ def test_get_batch_with_an_empty_or_unknown_id_is_one_line_and_exit_2(
 def test_submit_is_submit_batch_wait(server: ServerProcess, tmp_path: Path) -> None:
     inputs = write_lines(tmp_path / "in.jsonl", [{"name": "a"}, {"name": "b"}])
     out = tmp_path / "out.jsonl"
-    ran = run_cli("submit", "--url", server.url, "--flow", GREET, "--inputs", inputs,
-                  "--max-concurrency", "2", "--output", out, "--no-progress")  # fmt: skip
+    ran = run_cli(
+        "submit",
+        "--url",
+        server.url,
+        "--flow",
+        GREET,
+        "--inputs",
+        inputs,
+        "--max-concurrency",
+        "2",
+        "--output",
+        out,
+        "--no-progress",
+    )
     assert (ran.returncode, ran.stdout) == (0, ""), ran.stderr
     names = [json.loads(line)["result"]["name"] for line in out.read_text().splitlines()]
     assert names == ["a", "b"]
 
 
 def test_submit_batch_reads_inputs_from_a_pipe(server: ServerProcess) -> None:
-    ran = run_cli("submit-batch", "--url", server.url, "--flow", GREET, "--inputs", "-",
-                  "--wait", "--no-progress", input='{"name": "p"}\n')  # fmt: skip
+    ran = run_cli(
+        "submit-batch",
+        "--url",
+        server.url,
+        "--flow",
+        GREET,
+        "--inputs",
+        "-",
+        "--wait",
+        "--no-progress",
+        input='{"name": "p"}\n',
+    )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["result"]["name"] == "p"
 
@@ -235,10 +288,24 @@ def test_ctrl_c_during_submit_batch_wait(server: ServerProcess, tmp_path: Path) 
     flow.write_text(SLOW, encoding="utf-8")
     inputs = write_lines(tmp_path / "in.jsonl", [{}])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pocketbatch", "submit-batch", "--url", server.url, "--flow",
-         str(flow), "--inputs", str(inputs), "--wait", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pocketbatch",
+            "submit-batch",
+            "--url",
+            server.url,
+            "--flow",
+            str(flow),
+            "--inputs",
+            str(inputs),
+            "--wait",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         said = read_stderr_until(proc, "submitted")
         batch_id = said.split("batch ", 1)[1].split()[0]
@@ -255,5 +322,6 @@ def test_ctrl_c_during_submit_batch_wait(server: ServerProcess, tmp_path: Path) 
 
 def test_list_batches_into_a_closed_pipe(server: ServerProcess) -> None:
     ran = closed_stdout_run("list-batches", "--url", server.url)
-    assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    assert "Exception ignored" not in ran.stderr, ran.stderr
     assert ran.returncode == 141

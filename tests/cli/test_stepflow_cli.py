@@ -99,9 +99,17 @@ def test_run_inputs_is_a_batch_with_max_concurrency_and_output(tmp_path: Path) -
     inputs = write_lines(tmp_path / "in.jsonl", [{"name": "a"}, {"name": "b"}])
     out = tmp_path / "out.jsonl"
     ran = run_cli(
-        "run", "--flow", GREET, "--inputs", inputs, "--max-concurrency", "2", "--output", out,
+        "run",
+        "--flow",
+        GREET,
+        "--inputs",
+        inputs,
+        "--max-concurrency",
+        "2",
+        "--output",
+        out,
         "--no-progress",
-    )  # fmt: skip
+    )
     assert ran.returncode == 0, ran.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["index"], r["result"]["name"]) for r in records] == [(0, "a"), (1, "b")]
@@ -119,9 +127,14 @@ def test_max_concurrency_without_inputs_is_a_usage_error() -> None:
 @pytest.mark.parametrize("name", ["-", "/dev/stdin"])
 def test_run_batch_reads_its_inputs_from_a_pipe(name: str) -> None:
     ran = run_cli(
-        "run-batch", "--flow", GREET, "--inputs", name, "--no-progress",
+        "run-batch",
+        "--flow",
+        GREET,
+        "--inputs",
+        name,
+        "--no-progress",
         input='{"name": "a"}\n{"name": "b"}\n',
-    )  # fmt: skip
+    )
     assert ran.returncode == 0, ran.stderr
     assert [json.loads(line)["result"]["name"] for line in ran.stdout.splitlines()] == ["a", "b"]
 
@@ -136,11 +149,30 @@ def test_run_batch_resume_from_a_pipe_needs_an_output_and_says_why() -> None:
 def test_run_batch_resume_from_a_pipe_with_an_output_continues(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     lines = "".join(json.dumps({"name": n}) + "\n" for n in "abc")
-    first = run_cli("run-batch", "--flow", GREET, "--inputs", "-", "--output", out,
-                    "--no-progress", input=lines[: lines.index("\n") + 1])  # fmt: skip
+    first = run_cli(
+        "run-batch",
+        "--flow",
+        GREET,
+        "--inputs",
+        "-",
+        "--output",
+        out,
+        "--no-progress",
+        input=lines[: lines.index("\n") + 1],
+    )
     assert first.returncode == 0, first.stderr
-    again = run_cli("run-batch", "--flow", GREET, "--inputs", "-", "--output", out,
-                    "--resume", "--no-progress", input=lines)  # fmt: skip
+    again = run_cli(
+        "run-batch",
+        "--flow",
+        GREET,
+        "--inputs",
+        "-",
+        "--output",
+        out,
+        "--resume",
+        "--no-progress",
+        input=lines,
+    )
     assert again.returncode == 0, again.stderr
     assert "1 of 3 inputs already in" in again.stderr
     names = [json.loads(line)["result"]["name"] for line in out.read_text().splitlines()]
@@ -183,31 +215,50 @@ def result_of(ran: subprocess.CompletedProcess[str]) -> dict[str, object]:
 @pytest.mark.parametrize("flag", ["--variables", "--variables-file"])
 def test_variables_file(variables_flow: Path, tmp_path: Path, flag: str) -> None:
     (tmp_path / "vars.yml").write_text("greeting: hi\ncount: 3\n", encoding="utf-8")
-    ran = run_cli("run", "--flow", variables_flow, "--input-json", "{}", flag, "vars.yml",
-                  cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        "run", "--flow", variables_flow, "--input-json", "{}", flag, "vars.yml", cwd=tmp_path
+    )
     assert result_of(ran) == {"greeting": "hi", "count": 3, "key": ""}
 
 
 def test_variables_json_and_yaml_with_var_over_them(variables_flow: Path) -> None:
-    as_json = run_cli("run", "--flow", variables_flow, "--input-json", "{}",
-                      "--variables-json", '{"greeting": "yo", "count": 1}', "--var", "count=2")  # fmt: skip
+    as_json = run_cli(
+        "run",
+        "--flow",
+        variables_flow,
+        "--input-json",
+        "{}",
+        "--variables-json",
+        '{"greeting": "yo", "count": 1}',
+        "--var",
+        "count=2",
+    )
     assert result_of(as_json) == {"greeting": "yo", "count": 2, "key": ""}
-    as_yaml = run_cli("run", "--flow", variables_flow, "--input-json", "{}",
-                      "--variables-yaml", "greeting: hey")  # fmt: skip
+    as_yaml = run_cli(
+        "run", "--flow", variables_flow, "--input-json", "{}", "--variables-yaml", "greeting: hey"
+    )
     assert result_of(as_yaml)["greeting"] == "hey"
 
 
 def test_variables_that_are_not_an_object_are_a_usage_error(variables_flow: Path) -> None:
-    ran = run_cli("run", "--flow", variables_flow, "--input-json", "{}",
-                  "--variables-json", "[1]")  # fmt: skip
+    ran = run_cli("run", "--flow", variables_flow, "--input-json", "{}", "--variables-json", "[1]")
     assert ran.returncode == 2
     assert "--variables-json must hold an object" in ran.stderr
 
 
 def test_env_variables_read_stepflow_var_and_env_var_annotations(variables_flow: Path) -> None:
     env = {"STEPFLOW_VAR_GREETING": "from env", "STEPFLOW_VAR_COUNT": "7", "MY_API_KEY": "k"}
-    ran = run_cli("run", "--flow", variables_flow, "--input-json", "{}", "--env-variables",
-                  "--var", "greeting=given", env=env)  # fmt: skip
+    ran = run_cli(
+        "run",
+        "--flow",
+        variables_flow,
+        "--input-json",
+        "{}",
+        "--env-variables",
+        "--var",
+        "greeting=given",
+        env=env,
+    )
     assert result_of(ran) == {"greeting": "given", "count": 7, "key": "k"}
     without = run_cli("run", "--flow", variables_flow, "--input-json", "{}", env=env)
     assert result_of(without) == {"greeting": "", "count": 0, "key": ""}
@@ -368,8 +419,12 @@ def test_test_update_of_a_json_flow(tmp_path: Path) -> None:
     flow = tmp_path / "flow.json"
     doc = {
         "output": {"$input": "x"},
-        "test": {"cases": [{"name": "c", "input": {"x": 1}, "output": {"outcome": "success", "result": 2}}]},
-    }  # fmt: skip
+        "test": {
+            "cases": [
+                {"name": "c", "input": {"x": 1}, "output": {"outcome": "success", "result": 2}}
+            ]
+        },
+    }
     flow.write_text(json.dumps(doc), encoding="utf-8")
     assert run_cli("test", flow, "--update").returncode == 0
     assert json.loads(flow.read_text())["test"]["cases"][0]["output"]["result"] == 1
@@ -405,8 +460,9 @@ def test_list_components_shows_builtins_and_what_the_config_routes(tmp_path: Pat
 
 
 def test_list_components_of_a_stepflow_config() -> None:
-    ran = run_cli("list-components", "--config", DATA / "configs" / "stepflow-config.yml",
-                  "--format", "yaml")  # fmt: skip
+    ran = run_cli(
+        "list-components", "--config", DATA / "configs" / "stepflow-config.yml", "--format", "yaml"
+    )
     assert ran.returncode == 0, ran.stderr
     listing = yaml.safe_load(ran.stdout)
     assert any(e["kind"] == "plugin" for e in listing["components"]), listing
