@@ -114,6 +114,31 @@ def _error(response: httpx.Response) -> ServerError:
     return ServerError(response.status_code, detail)
 
 
+def _batch_path(batch_id: str) -> str:
+    """``/batches/ID``, the id quoted (an id holding ``/`` or ``?`` is still one id).
+
+    Example:
+        >>> _batch_path("a/b")
+        '/batches/a%2Fb'
+    """
+    from urllib.parse import quote
+
+    if not batch_id:
+        raise ValueError("batch_id is empty")
+    return f"/batches/{quote(batch_id, safe='')}"
+
+
+def _json_of(response: httpx.Response) -> Any:
+    """The answer's JSON; an answer that is not JSON is a :class:`ServerError`."""
+    try:
+        return response.json()
+    except ValueError:
+        head = response.text[:200] or "(empty)"
+        raise ServerError(
+            response.status_code, f"the answer to {response.request.url} is not JSON: {head}"
+        ) from None
+
+
 def _network_errors() -> tuple[type[BaseException], ...]:
     import httpx
 
@@ -206,7 +231,7 @@ class _ClientBase(Generic[_Http]):
 
     @staticmethod
     def _get(batch_id: str, retry: bool) -> Call:
-        return Call("GET", f"/batches/{batch_id}", retry=retry)
+        return Call("GET", _batch_path(batch_id), retry=retry)
 
     @staticmethod
     def _list(limit: int, offset: int) -> Call:
@@ -214,7 +239,7 @@ class _ClientBase(Generic[_Http]):
 
     @staticmethod
     def _cancel(batch_id: str) -> Call:
-        return Call("POST", f"/batches/{batch_id}/cancel")
+        return Call("POST", f"{_batch_path(batch_id)}/cancel")
 
     def _run(self, flow: str | os.PathLike[str], input: Any) -> Call:
         import httpx
@@ -226,7 +251,7 @@ class _ClientBase(Generic[_Http]):
     @staticmethod
     def _outputs(batch_id: str, wait: bool) -> Call:
         params = {"wait": "true"} if wait else {}
-        return Call("GET", f"/batches/{batch_id}/outputs", options={"params": params})
+        return Call("GET", f"{_batch_path(batch_id)}/outputs", options={"params": params})
 
 
 class Client(_ClientBase["httpx.Client"]):
@@ -272,7 +297,7 @@ class Client(_ClientBase["httpx.Client"]):
                 delay = attempts.failed(exc)
             else:
                 if (answer := attempts.answered(response)) is None:
-                    return response.json()
+                    return _json_of(response)
                 delay = answer
             time.sleep(delay)
 
@@ -431,7 +456,7 @@ class AsyncClient(_ClientBase["httpx.AsyncClient"]):
                 delay = attempts.failed(exc)
             else:
                 if (answer := attempts.answered(response)) is None:
-                    return response.json()
+                    return _json_of(response)
                 delay = answer
             await asyncio.sleep(delay)
 

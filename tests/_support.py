@@ -214,6 +214,23 @@ class ServerProcess:
             self.log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_after_banner(self) -> str:
+        """The log without ``serve``'s start-up banner (where it listens, the store,
+        the token, the executor, the config)."""
+        banner = (
+            "pocketbatch serve: listening on ",
+            "  store:",
+            "  token:",
+            "  executor:",
+            "  config:",
+        )
+        kept = [
+            line
+            for line in self.log_text().splitlines(keepends=True)
+            if not line.startswith(banner)
+        ]
+        return "".join(kept)
+
     def log_tail(self, size: int = 4000) -> str:
         return self.log_text()[-size:]
 

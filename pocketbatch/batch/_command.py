@@ -209,8 +209,13 @@ async def _run(
         _say(f"with the {skip} earlier records: {skip + written} done, {failed} failed")
     if cancelled or stop.is_set():
         done = skip + written
-        where = f" --output {output}" if output is not None else ""
-        _say(f"stopped after {done} of {total} inputs; rerun with --resume{where} to finish")
+        if output is None:  # the records went to stdout: there is no file to resume
+            _say(
+                f"stopped after {done} of {total} inputs (their records are on stdout); "
+                "run again with --output FILE to be able to --resume"
+            )
+        else:
+            _say(f"stopped after {done} of {total} inputs; rerun with --resume --output {output}")
         return EXIT_INTERRUPTED
     return EXIT_OK if failed == 0 else EXIT_FAILED
 

@@ -7,28 +7,32 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pocketbatch.cli._common import UsageError, load_flow_from, open_step_cache
+from pocketbatch.cli._common import UsageError, open_step_cache
+from pocketbatch.cli._inputs import check_output, is_stdin, load_flow_from, spooled
 
 if TYPE_CHECKING:
     from pocketbatch.batch._executors import ExecutorSpec
-    from pocketbatch.loader import StepCache
+    from pocketbatch.loader import LoadedFlow, StepCache
 
 __all__ = ("run_batch",)
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from pocketbatch.batch._command import run_batch_command
-    from pocketbatch.batch._jsonl import ResumeError
-
-    inputs = Path(args.inputs)
-    if not inputs.is_file():
+    piped = is_stdin(args.inputs)
+    if not piped and not Path(args.inputs).is_file():
         raise UsageError(f"--inputs {args.inputs}: no such file")
     if args.resume and not args.output:
+        if piped:
+            raise UsageError(
+                f"--resume needs --output: the inputs come from {args.inputs} (stdin), so "
+                "the records to continue must be in a file: --output FILE"
+            )
         raise UsageError("--resume needs --output: the file to continue")
     if args.force and not args.resume:
         raise UsageError("--force only applies with --resume")
+    check_output(args.output)
     output = Path(args.output) if args.output else None
-    if output is not None and output.resolve() == inputs.resolve():
+    if output is not None and not piped and output.resolve() == Path(args.inputs).resolve():
         raise UsageError("--output must not be the --inputs file")
     executor: ExecutorSpec = args.executor  # parsed by the parser
     if args.ray_working_dir is not None:
@@ -39,6 +43,20 @@ def run_batch(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError("--ray-working-dir needs --executor ray or ray://HOST:PORT") from None
     flow = load_flow_from(args)
+    with spooled(args.inputs) as inputs:
+        return _run(args, flow, inputs, output, executor)
+
+
+def _run(
+    args: argparse.Namespace,
+    flow: LoadedFlow,
+    inputs: Path,
+    output: Path | None,
+    executor: ExecutorSpec,
+) -> int:
+    from pocketbatch.batch._command import run_batch_command
+    from pocketbatch.batch._jsonl import ResumeError
+
     cache = open_step_cache(args, flow)
     before = len(cache) if cache is not None else 0
     try:

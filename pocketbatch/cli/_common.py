@@ -13,19 +13,21 @@ if TYPE_CHECKING:
     from pocketbatch.loader import LoadedFlow, StepCache
 
 __all__ = (
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
     "check_finite",
     "dump_json",
-    "load_flow_from",
     "open_step_cache",
     "parse_variables",
     "strict_json",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells say
 
 
 class UsageError(Exception):
@@ -76,27 +78,6 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
                 raise UsageError(f"--var {name}: {raw} is not valid JSON") from None
             out[name] = raw
     return out
-
-
-def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
-    """Load ``args.flow`` as the flags say, printing each of its warnings (keys
-    Stepflow ignores) to stderr as ``pocketbatch: warning: file:line:column: ...``;
-    with ``--strict`` the first one is a load error instead."""
-    import sys
-
-    from pocketbatch.loader import load_flow
-
-    flow = load_flow(
-        Path(args.flow),
-        config=args.config,
-        variables=parse_variables(args.var),
-        allow_python_imports=not args.no_python_imports,
-        strict=getattr(args, "strict", False),
-        check_input_schema=not getattr(args, "no_input_schema", False),
-    )
-    for warning in flow.warnings:
-        print(f"pocketbatch: warning: {warning}", file=sys.stderr)
-    return flow
 
 
 def open_step_cache(args: argparse.Namespace, flow: LoadedFlow) -> StepCache | None:

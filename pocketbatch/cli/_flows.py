@@ -1,50 +1,23 @@
-"""``pocketbatch run``, ``validate``, ``visualize`` and ``test``: one flow file at a time."""
+"""``pocketbatch run``, ``validate`` and ``visualize``: one flow file at a time."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
-from pocketbatch.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
-    check_finite,
-    dump_json,
-    load_flow_from,
-    open_step_cache,
-    strict_json,
-)
+from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, dump_json, open_step_cache
+from pocketbatch.cli._inputs import check_output, load_flow_from, read_input
 
-__all__ = ("run", "test", "validate", "visualize")
-
-
-def _read_input(args: argparse.Namespace) -> Any:
-    if args.input is not None:
-        try:
-            return strict_json(args.input, "--input")
-        except ValueError as exc:
-            raise UsageError(f"--input is not valid JSON: {exc}") from None
-    if args.input_file == "-":
-        text = sys.stdin.read()
-        name = "<stdin>"
-    else:
-        try:
-            text = Path(args.input_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--input-file: {exc}") from None
-        name = args.input_file
-    from pocketbatch.loader._source import parse_document
-
-    return check_finite(parse_document(text, name=name).data, "--input-file")
+__all__ = ("run", "validate", "visualize")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_concurrent is not None:
+        raise UsageError("--max-concurrency applies to a batch: give --inputs FILE too")
+    check_output(args.output)
     flow = load_flow_from(args)
-    value = _read_input(args)
+    value = read_input(args)
     cache = open_step_cache(args, flow)
     try:
         result = flow.run(value)
@@ -59,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         message = "the result holds NaN or Infinity, which JSON cannot represent"
         result = FlowResult.failed("INVALID_OUTPUT", message)
         line = dump_json(result.to_dict())
-    print(line)
+    _write(line, args.output)
     if not result.ok:
         detail = result.error.message if result.error else result.outcome
         print(f"pocketbatch: the flow {result.outcome}: {detail}", file=sys.stderr)
@@ -81,19 +54,19 @@ def _count(n: int, noun: str) -> str:
 
 
 def visualize(args: argparse.Namespace) -> int:
-    print(load_flow_from(args).to_mermaid())
+    check_output(args.output)
+    picture = load_flow_from(args).to_mermaid()
+    if args.format == "dot":
+        from pocketbatch.cli._dot import mermaid_to_dot
+
+        picture = mermaid_to_dot(picture)
+    _write(picture, args.output)
     return EXIT_OK
 
 
-def test(args: argparse.Namespace) -> int:
-    from pocketbatch.loader._testing import run_cases
-
-    flow = load_flow_from(args)
-    outcomes = asyncio.run(run_cases(flow))
-    for outcome in outcomes:
-        print(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}")
-        for problem in outcome.problems:
-            print(f"    {problem}")
-    passed = sum(o.passed for o in outcomes)
-    print(f"{passed} passed, {len(outcomes) - passed} failed")
-    return EXIT_OK if passed == len(outcomes) else EXIT_FAILED
+def _write(text: str, output: str | None) -> None:
+    """``text`` and a newline to stdout, or to the file ``output``."""
+    if output is None:
+        print(text)
+    else:
+        Path(output).write_text(text + "\n", encoding="utf-8")

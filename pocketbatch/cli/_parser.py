@@ -5,33 +5,59 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from pocketbatch.cli._common import EXIT_USAGE
+from pocketbatch import __version__
+from pocketbatch.cli._argparse import Parser as _Parser
 
 if TYPE_CHECKING:
     from pocketbatch.batch._executors import ExecutorSpec
 
-__all__ = ("build_parser",)
+__all__ = ("build_parser", "finish_args")
+
+_STDIN_NOTE = "- or /dev/stdin (or any pipe) reads stdin"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+def finish_args(parser: _Parser, args: argparse.Namespace) -> argparse.Namespace:
+    """Merge the spellings argparse cannot merge itself: ``validate F`` and
+    ``validate --flow F`` (Stepflow's) set ``args.flow``; exit 2 with the command's
+    usage when neither or both are given."""
+    if not hasattr(args, "flow_option"):
+        return args
+    command = parser.chosen(args)
+    paths = list(getattr(args, "paths", None) or ([args.flow] if args.flow else []))
+    if args.flow_option is not None:
+        if paths and args.command != "test":
+            command.error(f"give the flow once: {paths[0]} or --flow {args.flow_option}")
+        paths.append(args.flow_option)
+    if not paths:
+        command.error("the following arguments are required: flow (or --flow FLOW)")
+    args.paths, args.flow = paths, paths[0]
+    return args
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="pocketbatch",
         description="Run PocketFlow-style and Stepflow-format flows over many inputs.",
+        epilog="exit codes: 0 success, 1 a flow, test case or batch item failed, 2 bad usage "
+        "(or a flow that does not load, a server error, an output folder that does not "
+        "exist, a port in use), 3 no space left, 130 interrupted, 141 stdout closed early",
     )
+    parser.add_argument("--version", action="version", version=f"pocketbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def flow_options(cmd: argparse.ArgumentParser, *, positional: bool) -> None:
-        if positional:
-            cmd.add_argument("flow", help="the flow file (YAML or JSON)")
+    def flow_options(cmd: argparse.ArgumentParser, *, positional: bool | None) -> None:
+        if positional is None:  # the command takes its own flow arguments
+            pass
+        elif positional:
+            cmd.add_argument("flow", nargs="?", help="the flow file (YAML or JSON)")
+            cmd.add_argument(
+                "--flow",
+                dest="flow_option",
+                metavar="FLOW",
+                help="the flow file (Stepflow's spelling)",
+            )
         else:
             cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
         cmd.add_argument(
@@ -44,7 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="NAME=VALUE",
-            help="a run variable; VALUE is parsed as JSON when it can be (repeatable)",
+            help="a run variable; VALUE is parsed as JSON when it can be (repeatable; "
+            "over --variables*)",
+        )
+        given = cmd.add_mutually_exclusive_group()
+        given.add_argument(
+            "--variables",
+            "--variables-file",
+            metavar="FILE",
+            help="run variables from a JSON or YAML file holding one object",
+        )
+        given.add_argument("--variables-json", metavar="JSON", help="run variables as JSON text")
+        given.add_argument("--variables-yaml", metavar="YAML", help="run variables as YAML text")
+        cmd.add_argument(
+            "--env-variables",
+            action="store_true",
+            help="a variable the flow's schema declares and nobody gave is read from the "
+            "environment: its env_var annotation, else STEPFLOW_VAR_<NAME> (JSON when it parses)",
         )
         cmd.add_argument(
             "--no-python-imports",
@@ -83,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted (rerun with --resume)",
     )
     flow_options(batch, positional=False)
-    batch.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
+    batch.add_argument(
+        "--inputs", required=True, help=f"the inputs: one JSON object per line; {_STDIN_NOTE}"
+    )
     batch.add_argument("--output", help="where the results go (default: stdout)")
     batch.add_argument(
         "--max-concurrent",
+        "--max-concurrency",
+        dest="max_concurrent",
         type=_positive,
         default=16,
         metavar="N",
@@ -144,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cache_options(batch)
 
-    serve = sub.add_parser("serve", help="serve batches over HTTP (needs the server extra)")
+    serve = sub.add_parser(
+        "serve",
+        help="serve batches over HTTP (needs the server extra)",
+        description="Serve batches over HTTP. Submitted flows' components are routed by "
+        "--config: a pocketbatch.yaml or a Stepflow stepflow-config.yml. On start it prints "
+        "where it listens, the store, whether a token is required and the executor.",
+        epilog="exit codes: 0 stopped (Ctrl-C), 2 bad usage or the port is in use",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=7837, help="port (7837)")
     serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
@@ -161,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
     )
-    serve.add_argument("--config", help="components for submitted flows: a pocketbatch.yaml")
+    serve.add_argument(
+        "--config",
+        help="components for submitted flows: a pocketbatch.yaml or a Stepflow stepflow-config.yml",
+    )
     serve.add_argument(
         "--requests-per-minute",
         type=_positive_number,
@@ -258,20 +314,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     _client_parsers(sub)
 
-    run = sub.add_parser("run", help="run a flow once and print its result as JSON")
+    run = sub.add_parser(
+        "run",
+        help="run a flow once and print its result as JSON",
+        description="Run a flow once. With --inputs FILE it runs the flow over every line "
+        "of a JSONL file instead: the same as run-batch, whose flags all apply.",
+        epilog="--input FILE|JSON: an existing file is read as the input (JSON or YAML, as "
+        "Stepflow reads --input); anything else is parsed as JSON text. With no input flag "
+        "the input is read from stdin when stdin is not a terminal (--stdin-format). "
+        "Exit codes: 0 success, 1 the flow failed, 2 bad usage or a flow that does not load",
+    )
     flow_options(run, positional=False)
     cache_options(run)
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="the input, as JSON")
-    source.add_argument("--input-file", help="a JSON (or YAML) file holding the input; - for stdin")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument(
+        "--input",
+        metavar="FILE|JSON",
+        help="the input: a JSON or YAML file (Stepflow's meaning), else JSON text",
+    )
+    source.add_argument("--input-json", metavar="JSON", help="the input, as JSON text")
+    source.add_argument("--input-yaml", metavar="YAML", help="the input, as YAML text")
+    source.add_argument(
+        "--input-file", metavar="FILE", help="a JSON (or YAML) file holding the input; - for stdin"
+    )
+    run.add_argument(
+        "--stdin-format",
+        choices=("json", "yaml"),
+        default="json",
+        help="how stdin is read when no input flag is given (json)",
+    )
+    run.add_argument("--output", metavar="FILE", help="write the result there (default: stdout)")
+    run.add_argument(
+        "--inputs",
+        metavar="FILE",
+        help="run over every line of a JSONL file: the same as run-batch (its flags apply)",
+    )
+    run.add_argument(
+        "--max-concurrency",
+        "--max-concurrent",
+        dest="max_concurrent",
+        type=_positive,
+        metavar="N",
+        help="with --inputs: inputs in flight at once (16)",
+    )
 
-    for name, text in (
-        ("validate", "check a flow file and its components without running it"),
-        ("visualize", "print a flow as a Mermaid flowchart"),
-        ("test", "run the flow file's test.cases"),
-    ):
-        flow_options(sub.add_parser(name, help=text), positional=True)
-    validate = sub.choices["validate"]
+    validate = sub.add_parser(
+        "validate", help="check a flow file and its components without running it"
+    )
+    flow_options(validate, positional=True)
     validate.add_argument(
         "--strict",
         action="store_true",
@@ -281,14 +371,78 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes: 0 the flow loads (its warnings, if any, on stderr), 2 it does not "
         "load, or has a warning with --strict"
     )
+    visualize = sub.add_parser(
+        "visualize", help="print a flow as a Mermaid flowchart or a Graphviz DOT graph"
+    )
+    flow_options(visualize, positional=True)
+    visualize.add_argument(
+        "--format",
+        choices=("mermaid", "dot"),
+        default="mermaid",
+        help="mermaid (default) or dot; for SVG or PNG pipe dot into Graphviz: dot -Tsvg",
+    )
+    visualize.add_argument(
+        "-o", "--output", metavar="FILE", help="write the picture there (default: stdout)"
+    )
+    test = sub.add_parser(
+        "test",
+        help="run the test.cases of flow files, or of every flow under a folder",
+        epilog="exit codes: 0 every case passed (or was updated), 1 a case failed, "
+        "2 a flow that does not load, an unknown --case, or no test cases found",
+    )
+    test.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="flow files, or folders: every .yaml/.yml flow with test cases under them",
+    )
+    test.add_argument("--flow", dest="flow_option", metavar="FLOW", help="a flow file")
+    flow_options(test, positional=None)
+    test.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only the case NAME (repeatable)",
+    )
+    test.add_argument(
+        "--update",
+        action="store_true",
+        help="write the actual results into the failing cases' (and output-less cases') "
+        "output, leaving the rest of the file as it is",
+    )
+    test.add_argument(
+        "--diff", action="store_true", help="show a failing case as a diff of expected and actual"
+    )
+    test.add_argument(
+        "--max-concurrency",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="cases of a file run at once (10)",
+    )
+    components = sub.add_parser(
+        "list-components",
+        help="the components flows can use: builtins and what the config routes",
+    )
+    components.add_argument(
+        "--config",
+        help="a pocketbatch.yaml or stepflow-config.yml (default: one beside --flow, "
+        "else in the current folder)",
+    )
+    components.add_argument("--flow", help="find the config beside this flow file")
+    components.add_argument(
+        "--format", choices=("pretty", "json", "yaml"), default="pretty", help="(pretty)"
+    )
     return parser
 
 
 def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
-    def common(cmd: argparse.ArgumentParser) -> None:
+    def common(cmd: argparse.ArgumentParser, *, url: str | None = None) -> None:
         cmd.add_argument(
             "--url",
-            required=True,
+            required=url is None,
+            default=url,
             help="the server's base URL, with or without /api/v1 (http://127.0.0.1:7837)",
         )
         cmd.add_argument("--token", help="the server's bearer token (or POCKETBATCH_TOKEN)")
@@ -300,21 +454,58 @@ def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         )
         cmd.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
 
-    submit = sub.add_parser("submit-batch", help="submit a batch to a pocketbatch server")
-    common(submit)
-    submit.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
-    submit.add_argument("--inputs", required=True, help="the inputs: one JSON object per line")
-    submit.add_argument(
-        "--max-concurrent",
-        type=_positive,
-        default=16,
-        metavar="N",
-        help="inputs of this batch in flight at once (default 16)",
+    def submit_options(cmd: argparse.ArgumentParser, *, url: str | None) -> None:
+        common(cmd, url=url)
+        cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
+        cmd.add_argument(
+            "--inputs", required=True, help=f"the inputs: one JSON object per line; {_STDIN_NOTE}"
+        )
+        cmd.add_argument(
+            "--max-concurrent",
+            "--max-concurrency",
+            dest="max_concurrent",
+            type=_positive,
+            default=16,
+            metavar="N",
+            help="inputs of this batch in flight at once (default 16)",
+        )
+
+    routed = (
+        "The flow's components are routed by the server's config (serve --config: a "
+        "pocketbatch.yaml or a Stepflow stepflow-config.yml); a config beside the flow is "
+        "not sent."
     )
+    submit = sub.add_parser(
+        "submit-batch",
+        help="submit a batch to a pocketbatch server",
+        description=f"Submit a batch to a pocketbatch server. {routed} Without --wait it "
+        'prints {"batch_id": ...} on stdout and returns; with --wait it waits and writes '
+        "the records to --output (default: stdout).",
+        epilog="exit codes: 0 submitted (or, with --wait, every item succeeded), 1 some "
+        "items failed or the batch was cancelled, 2 bad usage or a server error, "
+        "130 interrupted while waiting (the batch goes on running on the server)",
+    )
+    submit_options(submit, url=None)
     records(submit)
+    stepflow_submit = sub.add_parser(
+        "submit",
+        help="Stepflow's submit: submit-batch --wait (records to --output or stdout)",
+        description=f"Submit a batch and wait for its records: submit-batch --wait. {routed}",
+        epilog="exit codes: as submit-batch --wait",
+    )
+    submit_options(stepflow_submit, url="http://127.0.0.1:7837")
+    stepflow_submit.add_argument("--output", help="where the records go (default: stdout)")
+    stepflow_submit.add_argument(
+        "--no-progress", action="store_true", help="no progress bar while waiting"
+    )
+    stepflow_submit.set_defaults(wait=True)
 
     get = sub.add_parser(
-        "get-batch", help="a remote batch's status, or (--wait/--output) its records"
+        "get-batch",
+        help="a remote batch's status, or (--wait/--output) its records",
+        epilog="exit codes: 0 ok (with --wait/--output: every item succeeded), 1 some items "
+        "failed or the batch was cancelled, 2 bad usage, an empty or unknown --batch-id "
+        "(HTTP 404) or another server error",
     )
     common(get)
     get.add_argument("--batch-id", required=True, help="the id submit-batch printed")

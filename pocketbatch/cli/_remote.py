@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, dump_json
+from pocketbatch.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    dump_json,
+)
+from pocketbatch.cli._inputs import check_output, is_stdin, spooled
 
 if TYPE_CHECKING:
     from pocketbatch.client import Client
@@ -144,30 +151,62 @@ def _records_and_exit(args: argparse.Namespace, client: Client, batch_id: str) -
 
 
 def submit_batch(args: argparse.Namespace) -> int:
-    flow, inputs = Path(args.flow), Path(args.inputs)
+    """``submit-batch`` (and ``submit``, which waits). Without ``--wait`` the one line
+    ``{"batch_id": ...}`` goes to stdout whatever ``--output`` says (the records are
+    fetched later: ``get-batch --wait --output``)."""
+    flow = Path(args.flow)
     if not flow.is_file():
         raise UsageError(f"--flow {args.flow}: no such file")
-    if not inputs.is_file():
+    piped = is_stdin(args.inputs)
+    if not piped and not Path(args.inputs).is_file():
         raise UsageError(f"--inputs {args.inputs}: no such file")
-    if args.output and not args.wait:
-        raise UsageError("--output needs --wait (or fetch the records later: get-batch --output)")
-    if args.output and Path(args.output).resolve() == inputs.resolve():
-        raise UsageError("--output must not be the --inputs file")
-    with _client(args) as client:
+    if args.wait:
+        check_output(args.output)
+        if args.output and not piped and Path(args.output).resolve() == Path(args.inputs).resolve():
+            raise UsageError("--output must not be the --inputs file")
+    with spooled(args.inputs) as inputs, _client(args) as client:
         batch_id = client.submit_batch(flow, inputs, max_concurrent=args.max_concurrent)
-        if not args.wait:
-            print(dump_json({"batch_id": batch_id}))
-            return EXIT_OK
-        print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr)
-        return _records_and_exit(args, client, batch_id)
+    if not args.wait:
+        print(dump_json({"batch_id": batch_id}), flush=True)
+        if args.output:
+            print(
+                f"pocketbatch: batch {batch_id} submitted; --output is written with --wait "
+                f"only: get-batch --batch-id {batch_id} --wait --output {args.output}",
+                file=sys.stderr,
+            )
+        return EXIT_OK
+    return _wait_for(args, batch_id, submitted=True)
+
+
+def _wait_for(args: argparse.Namespace, batch_id: str, *, submitted: bool = False) -> int:
+    """The batch's records (``--wait``: once it ends); Ctrl-C leaves it running."""
+    try:
+        if submitted:
+            print(f"pocketbatch: batch {batch_id} submitted", file=sys.stderr, flush=True)
+        with _client(args) as client:
+            return _records_and_exit(args, client, batch_id)
+    except KeyboardInterrupt:
+        print(
+            f"pocketbatch: interrupted; batch {batch_id} goes on running on the server: "
+            f"get-batch --batch-id {batch_id} --wait fetches its records, cancel-batch stops it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 def get_batch(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        if not args.wait and not args.output:
+    if not args.batch_id.strip():
+        raise UsageError(
+            "--batch-id is empty: give the id submit-batch printed "
+            '({"batch_id": ...} on its stdout)'
+        )
+    if args.output:
+        check_output(args.output)
+    if not args.wait and not args.output:
+        with _client(args) as client:
             print(dump_json(client.get_batch(args.batch_id)))
-            return EXIT_OK
-        return _records_and_exit(args, client, args.batch_id)
+        return EXIT_OK
+    return _wait_for(args, args.batch_id)
 
 
 def list_batches(args: argparse.Namespace) -> int:
@@ -179,6 +218,8 @@ def list_batches(args: argparse.Namespace) -> int:
 
 
 def cancel_batch(args: argparse.Namespace) -> int:
+    if not args.batch_id.strip():
+        raise UsageError("--batch-id is empty: give the id submit-batch printed")
     with _client(args) as client:
         print(dump_json(client.cancel_batch(args.batch_id)))
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -67,7 +68,9 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
         body_timeout=limits.body_timeout,
         max_connections=connections,
     )
-    uvicorn.run(
+    sock = _bind(host, port)
+    _announce(settings, host, sock.getsockname()[1])
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -76,6 +79,56 @@ def serve(settings: ServerSettings, *, host: str, port: int) -> None:
         http=protocol,
         backlog=backlog,
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles SIGINT itself
+        pass
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it).
+
+    Raises:
+        ValueError: the address is in use, or cannot be bound here (one line).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}: {exc}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"cannot listen on {host}:{port}: the port is in use (another server?); "
+                "choose another --port"
+            ) from None
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _announce(settings: ServerSettings, host: str, port: int) -> None:
+    """Say on stderr where the server listens and how it is set up."""
+    import sys
+
+    shown = f"[{host}]" if ":" in host else host
+    token = "required (Authorization: Bearer ...)" if settings.token else "not required"
+    workers = f", {settings.max_workers} workers" if settings.max_workers else ""
+    lines = [
+        f"pocketbatch serve: listening on http://{shown}:{port} (API: /api/v1)",
+        f"  store:    {Path(settings.db).resolve()}",
+        f"  token:    {token}",
+        f"  executor: {settings.executor}{workers}, {settings.max_concurrent} items in flight",
+        f"  config:   {settings.config if settings.config is not None else 'none (builtins)'}",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 _FD_RESERVE = 192  # descriptors for the store, logs, worker pipes, refused connections...

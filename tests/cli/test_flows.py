@@ -448,7 +448,6 @@ def test_empty_flow_file(call: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--flow", GREET], "one of the arguments --input --input-file is required"),
         (
             ["run", "--flow", GREET, "--input", "{}", "--input-file", "x.json"],
             "not allowed with argument",
