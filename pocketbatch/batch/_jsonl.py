@@ -8,7 +8,11 @@ Integers beyond 64 bits are kept exact both ways (:func:`loads_json`,
 Output records are one JSON object per line, in input order::
 
     {"index": 0, "outcome": "success", "result": ...}
-    {"index": 1, "outcome": "failed", "error": {"code": ..., "message": ...}}
+    {"index": 1, "line": 3, "outcome": "failed", "error": {"code": ..., "message": ...}}
+
+A failed record names its input line (``line``: 1-based, blank lines counted;
+``index`` counts only the non-blank lines from 0) whenever the input came from a
+line: run-batch, and the server's batches.
 
 Because records are written in order, an interrupted output file is always a
 prefix of the full one (plus, after a hard kill, maybe one torn last line).
@@ -108,13 +112,17 @@ def non_finite(value: Any) -> bool:
 
 
 def record(index: int, result: FlowResult) -> dict[str, Any]:
-    """The output record for one input.
+    """The output record for one input; a failed one names its input line when known.
 
     Example:
         >>> from pocketbatch import FlowResult
         >>> record(3, FlowResult("success", {"n": 1}))
         {'index': 3, 'outcome': 'success', 'result': {'n': 1}}
+        >>> record(4, FlowResult.failed("COMPONENT_FAILED", "boom", line=6))["line"]
+        6
     """
+    if result.line is not None and result.outcome == "failed":
+        return {"index": index, "line": result.line, **result.to_dict()}
     return {"index": index, **result.to_dict()}
 
 
@@ -173,7 +181,7 @@ def _big_ints_as_fragments(value: Any) -> Any:
     return value
 
 
-def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
+def encode_record(record: dict[str, Any], *, line: int | None = None) -> tuple[bytes, bool]:
     """A record (or a FlowResult's dict) as one JSON line without its newline, and
     whether it had to become an ``INVALID_OUTPUT`` failure.
 
@@ -190,7 +198,7 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     """
     problem = None
     try:
-        line = dumps_json(record)
+        encoded = dumps_json(record)
     except TypeError as exc:
         problem = f"the result is not JSON: {exc}"
     except ValueError:  # dumps_json: deeper than any JSON writer goes
@@ -198,10 +206,12 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     if problem is None and non_finite(record.get("result")):
         problem = "the result holds NaN or Infinity, which JSON cannot represent"
     if problem is None:
-        return line, False
+        return encoded, False
     import orjson
 
-    failed = {"index": record["index"]} if "index" in record else {}
+    failed = {key: record[key] for key in ("index", "line") if key in record}
+    if line is not None and "index" in record:
+        failed["line"] = line
     failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
     return orjson.dumps(failed), True
 
@@ -231,11 +241,12 @@ class JsonlWriter:
         self.written = 0
         self.failed_outputs = 0  # records turned into INVALID_OUTPUT failures
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Write one record as one line (see :func:`encode_record`)."""
-        line, failed = encode_record(record)
+    def write(self, record: dict[str, Any], *, line: int | None = None) -> None:
+        """Write one record as one line (see :func:`encode_record`; ``line``: the
+        input's line number, for a record that turns into an ``INVALID_OUTPUT``)."""
+        line_bytes, failed = encode_record(record, line=line)
         self.failed_outputs += failed
-        self._stream.write(line + b"\n")
+        self._stream.write(line_bytes + b"\n")
         self._stream.flush()
         self.written += 1
 
