@@ -127,20 +127,23 @@ def record(index: int, result: FlowResult) -> dict[str, Any]:
 
 
 def dumps_json(value: Any) -> bytes:
-    """``value`` as compact JSON bytes (orjson's layout), integers of any size exact.
+    """``value`` as compact JSON bytes in orjson's layout, integers of any size exact.
 
-    orjson writes what it can; an integer beyond 64 bits, which orjson refuses, is
-    written exactly in the same layout; what orjson cannot write at all (keys that
-    are not strings, nesting beyond its 254 levels) the standard library writes.
-    NaN and infinities are not looked for here (see :func:`non_finite`).
+    orjson writes what it can. What it refuses (an integer beyond 64 bits, keys that
+    are not strings, nesting beyond its 254 levels) is written by :func:`_write_like_orjson`
+    in the very same layout (each scalar is still written by orjson), so every record
+    of a batch looks alike byte for byte whatever it holds. NaN and infinities are not
+    looked for here (see :func:`non_finite`).
 
     Raises:
         TypeError: ``value`` is not JSON (a set, an object...): orjson's message.
-        ValueError: nested too deeply to write.
+        ValueError: nested more than 512 levels.
 
     Example:
-        >>> dumps_json({"n": 2**70, "f": [1.5, None]})
-        b'{"n":1180591620717411303424,"f":[1.5,null]}'
+        >>> dumps_json({"n": 2**70, "f": [1.5, 1e-7, None]})
+        b'{"n":1180591620717411303424,"f":[1.5,1e-7,null]}'
+        >>> dumps_json({1: 2**70, "f": 1e-7})  # the standard library would write 1e-07
+        b'{"1":1180591620717411303424,"f":1e-7}'
     """
     import orjson
 
@@ -148,22 +151,14 @@ def dumps_json(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError as exc:
         refused = exc
-    try:
+    try:  # the common case, at orjson's speed: only big integers were refused
         return orjson.dumps(_big_ints_as_fragments(value))
     except (TypeError, ValueError, RecursionError):
         pass
-    import json
-
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return text.encode()
-    except RecursionError:
-        raise ValueError("nested too deeply to write as JSON") from None
-    except (TypeError, ValueError):
+        return _write_like_orjson(value)
+    except _NotJson:
         raise refused from None
-
-
-_INT64_MIN, _UINT64_END = -(2**63), 2**64
 
 
 def _big_ints_as_fragments(value: Any) -> Any:
@@ -179,6 +174,83 @@ def _big_ints_as_fragments(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_big_ints_as_fragments(item) for item in value]
     return value
+
+
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+_MAX_WRITE_DEPTH = 512  # levels of objects and arrays a result may nest to be written
+
+
+class _NotJson(Exception):
+    """Internal: :func:`_write_like_orjson` met a value that is not JSON."""
+
+
+def _key(key: Any) -> str:
+    """A non-string key as the standard library's ``json`` writes it."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False:
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    raise _NotJson
+
+
+def _write_like_orjson(value: Any) -> bytes:
+    """``value`` as orjson would lay it out, at any size of integer and up to
+    :data:`_MAX_WRITE_DEPTH` levels: containers here (iteratively), every scalar by
+    orjson itself, an integer beyond 64 bits by ``int.__repr__``.
+
+    Raises:
+        _NotJson: something orjson refuses that is not one of the above.
+        ValueError: nested more than :data:`_MAX_WRITE_DEPTH` levels.
+    """
+    import orjson
+
+    out: list[bytes] = []
+    # A stack of pending work: values to write, or literal bytes (closing brackets,
+    # commas, keys) to emit, and the depth they are at.
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    while stack:
+        item, depth, literal = stack.pop()
+        if literal:
+            out.append(item)
+            continue
+        if isinstance(item, dict):
+            if depth >= _MAX_WRITE_DEPTH:
+                raise ValueError("nested too deeply to write as JSON")
+            pending: list[tuple[Any, int, bool]] = [(b"}", depth, True)]
+            for n, (key, child) in enumerate(reversed(item.items())):
+                pending.append((child, depth + 1, False))
+                sep = b"" if n == len(item) - 1 else b","
+                pending.append((sep + orjson.dumps(_key(key)) + b":", depth, True))
+            stack.extend(pending)
+            out.append(b"{")
+        elif isinstance(item, list | tuple):
+            if depth >= _MAX_WRITE_DEPTH:
+                raise ValueError("nested too deeply to write as JSON")
+            pending = [(b"]", depth, True)]
+            for n, child in enumerate(reversed(item)):
+                pending.append((child, depth + 1, False))
+                if n != len(item) - 1:
+                    pending.append((b",", depth, True))
+            stack.extend(pending)
+            out.append(b"[")
+        elif (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and not _INT64_MIN <= item < _UINT64_END
+        ):
+            out.append(int.__repr__(item).encode())
+        else:
+            try:
+                out.append(orjson.dumps(item))
+            except TypeError:
+                raise _NotJson from None
+    return b"".join(out)
 
 
 def encode_record(record: dict[str, Any], *, line: int | None = None) -> tuple[bytes, bool]:
