@@ -281,7 +281,7 @@ def encode_record(record: dict[str, Any], *, line: int | None = None) -> tuple[b
         return encoded, False
     import orjson
 
-    failed = {key: record[key] for key in ("index", "line") if key in record}
+    failed: dict[str, Any] = {key: record[key] for key in ("index", "line") if key in record}
     if line is not None and "index" in record:
         failed["line"] = line
     failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
