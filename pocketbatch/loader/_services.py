@@ -25,6 +25,8 @@ from pocketbatch.loader._blobs import BlobStore, MemoryBlobStore
 from pocketbatch.loader._network import NetworkPolicy
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
 __all__ = ("DEFAULT_RETRY", "RetryPolicy", "RunServices", "ServiceSettings")
@@ -135,7 +137,21 @@ class RunServices:
         self._given = {_base(url): limiter for url, limiter in (limiters or {}).items()}
         self._limiters: dict[tuple[str, str], ProviderLimiter] = {}
         self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
+        self._threads: ThreadPoolExecutor | None = None
         self._closed = False
+
+    def threads(self) -> ThreadPoolExecutor:
+        """The run's thread pool for sync components (made on first use), as many
+        threads as items in flight (``max_connections``, which follows the batch's
+        ``max_concurrency``), so blocking calls overlap as async ones do; threads are
+        started only as calls need them."""
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(
+                max_workers=self.settings.max_connections, thread_name_prefix="pocketbatch-sync"
+            )
+        return self._threads
 
     def client(self, network: NetworkPolicy | None) -> httpx.AsyncClient:
         """The pooled client for a network policy (made on first use): the server's
@@ -186,6 +202,9 @@ class RunServices:
     async def aclose(self) -> None:
         """Close the clients (and their connections). Idempotent."""
         self._closed = True
+        threads, self._threads = self._threads, None
+        if threads is not None:  # calls still running (a cancelled run) are not waited for
+            threads.shutdown(wait=False, cancel_futures=True)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
