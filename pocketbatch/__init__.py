@@ -26,6 +26,7 @@ import typing as _typing
 from pocketbatch._errors import (
     ComponentError,
     FlowDefinitionError,
+    FlowWarning,
     LoadError,
     MissingExtraError,
     NodeTimeoutError,
@@ -115,6 +116,7 @@ __all__ = (
     "FlowDefinitionError",
     "FlowError",
     "FlowResult",
+    "FlowWarning",
     "ItemError",
     "LoadError",
     "LoadedFlow",

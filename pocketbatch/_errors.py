@@ -14,7 +14,8 @@ The tree::
     ├── ComponentError                     a flow step's component failed with a code
     ├── NodeTimeoutError (TimeoutError)    one attempt of an async exec ran past `timeout`
     ├── ObserverError                      an observer raised; the run stops
-    └── MissingExtraError (ImportError)    an optional part is used but not installed
+    ├── MissingExtraError (ImportError)    an optional part is used but not installed
+    └── FlowWarning (UserWarning)          a flow loads but will not do what it seems to
 
 Example:
     >>> from pocketbatch import Flow, PocketbatchError
@@ -34,6 +35,7 @@ from typing import Any
 __all__ = (
     "ComponentError",
     "FlowDefinitionError",
+    "FlowWarning",
     "LoadError",
     "MissingExtraError",
     "NodeTimeoutError",
@@ -240,3 +242,21 @@ class MissingExtraError(PocketbatchError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.feature, self.extra), self.__dict__)
+
+
+class FlowWarning(PocketbatchError, UserWarning):
+    """A warning (``warnings.warn``) about a flow file that loads but will not do what it
+    seems to, e.g. a flow with no ``output:`` whose steps never run. The message leads
+    with ``file:line:column``, like a :class:`LoadError`; ``pocketbatch validate`` and
+    the other commands print it, and it can be silenced or made an error with
+    :mod:`warnings` filters.
+
+    Example:
+        >>> import warnings
+        >>> from pocketbatch import load_flow
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always", FlowWarning)
+        ...     _ = load_flow("steps:\\n  - {id: a, component: /builtin/noop, input: {}}\\n")
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        <string>:1:1: the flow has no 'output:', so none of its steps (a) will run...
+    """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,14 +80,29 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def load_flow_from(args: argparse.Namespace) -> LoadedFlow:
+    """Load ``--flow``; its :class:`~pocketbatch.FlowWarning` s go to stderr, one line
+    each (``pocketbatch: warning: flow.yaml:2:1: ...``)."""
+    import warnings
+
+    from pocketbatch._errors import FlowWarning
     from pocketbatch.loader import load_flow
 
-    return load_flow(
-        Path(args.flow),
-        config=args.config,
-        variables=parse_variables(args.var),
-        allow_python_imports=not args.no_python_imports,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FlowWarning)
+        flow = load_flow(
+            Path(args.flow),
+            config=args.config,
+            variables=parse_variables(args.var),
+            allow_python_imports=not args.no_python_imports,
+        )
+    for warning in caught:
+        if issubclass(warning.category, FlowWarning):
+            print(f"pocketbatch: warning: {warning.message}", file=sys.stderr, flush=True)
+        else:  # not ours: as Python would show it
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return flow
 
 
 def open_step_cache(args: argparse.Namespace, flow: LoadedFlow) -> StepCache | None:

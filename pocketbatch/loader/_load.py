@@ -36,6 +36,7 @@ from pocketbatch.loader._component import CallContext, Component, LoaderOptions
 from pocketbatch.loader._config_files import config_for_flow, load_config, options_from_config
 from pocketbatch.loader._expr import Const, EvalError, Obj, StepSkipped
 from pocketbatch.loader._flow_mermaid import _dataflow_mermaid
+from pocketbatch.loader._lint import warn_about
 from pocketbatch.loader._nested import nested_components
 from pocketbatch.loader._nodes import DataflowNode, ForEachStepNode, StepNode
 from pocketbatch.loader._registry import ComponentRegistry
@@ -419,6 +420,10 @@ def load_flow(
         cache: where ``cache: true`` steps keep their answers (see
             :class:`~pocketbatch.loader.StepCache`); ``None``: they call every time.
 
+    Warns:
+        FlowWarning: the flow loads but will not do what it seems to (a data-flow
+            flow with no ``output:``: as in Stepflow, none of its steps run).
+
     Raises:
         LoadError: the file is invalid; the message leads with ``file:line:column``.
 
@@ -440,6 +445,7 @@ def load_flow(
     """
     doc = _read(path_or_text)
     flow = _load(doc, registry, config, variables, allow_python_imports, options=options)
+    warn_about(flow.spec)  # e.g. no output: none of the steps will run
     source = str(doc.path) if doc.path is not None else path_or_text
     flow.recipe = FlowRecipe(
         str(source),
@@ -473,7 +479,16 @@ class FlowRecipe:
     cache: StepCache | None = None
 
     def load(self) -> LoadedFlow:
-        """Load the flow from this recipe."""
+        """Load the flow from this recipe (again: its warnings were given the first time)."""
+        import warnings
+
+        from pocketbatch._errors import FlowWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FlowWarning)
+            return self._load()
+
+    def _load(self) -> LoadedFlow:
         return load_flow(
             self.source
             if "\n" in self.source or self.source.lstrip().startswith("{")

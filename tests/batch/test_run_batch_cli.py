@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,8 +310,6 @@ def test_every_failed_record_names_its_input_line(tmp_path: Path) -> None:
     (tmp_path / "pocketbatch.yaml").write_text(
         "routes: {/batchtest: {module: pb_batch_test_components}}\n", encoding="utf-8"
     )
-    import shutil
-
     shutil.copy(DATA / "pb_batch_test_components.py", tmp_path)
     inputs = write_lines(
         tmp_path / "in.jsonl",
@@ -961,3 +960,30 @@ def test_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert ran.summary() == (30, 30, 0)
     for line in ran.err.splitlines():  # plain lines (every 5 s) and the summary only
         assert line.startswith("pocketbatch: "), ran.err
+
+
+def test_a_flow_with_no_output_warns_once_and_runs_no_step(tmp_path: Path) -> None:
+    """Issue 14: as in Stepflow, no output means no step runs (result null); say so."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "steps:\n  - id: boom\n    component: /batchtest/check\n    input: {fail: true}\n",
+        encoding="utf-8",
+    )
+    shutil.copy(DATA / "pb_batch_test_components.py", tmp_path)
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes: {/batchtest: pb_batch_test_components}\n", encoding="utf-8"
+    )
+    inputs = write_lines(tmp_path / "in.jsonl", [{"n": 1}, {"n": 2}])
+    ran = batch(flow, inputs, cwd=tmp_path)
+    assert ran.code == 0, ran.err
+    assert [json.loads(x) for x in ran.out.splitlines()] == [
+        {"index": 0, "outcome": "success", "result": None},
+        {"index": 1, "outcome": "success", "result": None},
+    ]
+    warned = [x for x in ran.err.splitlines() if x.startswith("pocketbatch: warning: ")]
+    assert warned == [
+        f"pocketbatch: warning: {flow}:1:1: the flow has no 'output:', so none of its steps "
+        "(boom) will run: as in Stepflow, only the steps the output needs run (and those "
+        "with 'mustExecute: true'), and each input succeeds with the result null. Add an "
+        "output, e.g. 'output: {$step: boom}'"
+    ]
