@@ -787,3 +787,22 @@ def test_iter_batch_for_failures_are_results_not_exceptions() -> None:
     assert got[0].ok
     assert not got[1].ok
     assert "item 1 fails" in (got[1].error.message if got[1].error else "")
+
+
+@pytest.mark.asyncio
+async def test_evaluate_batch_of_read_lines_gives_failed_results_their_line(tmp_path: Any) -> None:
+    """Issue 14: with inputs read from a file (read_inputs), every failed result knows its
+    line (FlowResult.line, blank lines counted), as run-batch's records do."""
+    from pocketbatch.batch._lines import read_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('\n{"i": 1}\n\n{"i": 2, "fail": true}\nnot json\n', encoding="utf-8")
+    results = await asyncio.wait_for(evaluate_batch(DOUBLE, read_inputs(path)), TIMEOUT)
+    assert [(r.outcome, r.line) for r in results] == [
+        ("success", 2),
+        ("failed", 4),
+        ("failed", 5),
+    ]
+    assert results[1].error is not None
+    assert results[1].error.code == "COMPONENT_FAILED"
+    assert results[0].to_dict() == {"outcome": "success", "result": {"i": 1, "twice": 2}}
