@@ -50,7 +50,7 @@ def documented_tree() -> dict[str, tuple[str | None, str | None]]:
 
 
 def test_found_exception_classes() -> None:
-    """The module defines the eight documented exception classes."""
+    """The module defines the nine documented exception classes (FlowWarning: issue 14)."""
     assert {cls.__name__ for cls in EXCEPTIONS} == {
         "PocketbatchError",
         "FlowDefinitionError",
@@ -60,6 +60,7 @@ def test_found_exception_classes() -> None:
         "NodeTimeoutError",
         "ObserverError",
         "MissingExtraError",
+        "FlowWarning",
     }
 
 
@@ -88,6 +89,7 @@ def test_tree_parses_as_expected() -> None:
         "LoadError": ("PocketbatchError", "ValueError"),
         "ComponentError": ("PocketbatchError", None),
         "MissingExtraError": ("PocketbatchError", "ImportError"),
+        "FlowWarning": ("PocketbatchError", "UserWarning"),
     }
 
 
