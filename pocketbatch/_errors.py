@@ -14,7 +14,7 @@ The tree::
     ├── ComponentError                     a flow step's component failed with a code
     ├── NodeTimeoutError (TimeoutError)    one attempt of an async exec ran past `timeout`
     ├── ObserverError                      an observer raised; the run stops
-    └── MissingExtraError (ImportError)    an optional part is used but not installed
+    ├── MissingExtraError (ImportError)    an optional part is used but not installed
 
 Example:
     >>> from pocketbatch import Flow, PocketbatchError
@@ -244,3 +244,4 @@ class MissingExtraError(PocketbatchError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.feature, self.extra), self.__dict__)
+

@@ -49,6 +49,9 @@ class FlowResult:
         error: the :class:`FlowError`, for a failure.
         steps: each step that was reached, by id: ``completed``, ``failed``,
             ``skipped`` or ``defaulted`` (failed, and ``on_error: use_default``).
+        line: for a batch input read from JSONL, its line number in the inputs
+            (1-based, blank lines counted); a failed batch record carries it as a
+            top-level ``"line"``. Not part of :meth:`to_dict` (Stepflow's shape).
 
     Example:
         >>> FlowResult("success", {"n": 1}).to_dict()
@@ -59,6 +62,7 @@ class FlowResult:
     result: Any = None
     error: FlowError | None = None
     steps: Mapping[str, str] = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False)
 
     @classmethod
     def failed(
@@ -68,14 +72,17 @@ class FlowResult:
         data: Any = None,
         *,
         steps: Mapping[str, str] | None = None,
+        line: int | None = None,
     ) -> FlowResult:
-        """A failed result with a :class:`FlowError` of ``code``, ``message`` and ``data``.
+        """A failed result with a :class:`FlowError` of ``code``, ``message`` and ``data``
+        (and the input ``line`` it came from, when known).
 
         Example:
             >>> FlowResult.failed("WORKER_CRASHED", "the worker died").to_dict()
             {'outcome': 'failed', 'error': {'code': 'WORKER_CRASHED', 'message': 'the worker died'}}
         """
-        return cls("failed", error=FlowError(code, message, data), steps=steps or {})
+        error = FlowError(code, message, data)
+        return cls("failed", error=error, steps=steps or {}, line=line)
 
     @property
     def ok(self) -> bool:

@@ -563,3 +563,41 @@ def test_cli_token(
             assert ran.code == 2
             assert "401" in ran.err
             assert ran.out == ""
+
+
+def test_a_bom_and_blank_lines_give_run_batchs_records_naming_their_lines(
+    server: Server, tmp_path: Path
+) -> None:
+    """Issue 14: a BOM opening the inputs is accepted (it failed line 1), and a failed
+    record names its input line (blank lines counted), on the server as in run-batch."""
+    flow = tmp_path / "echo.yaml"
+    flow.write_text(
+        "input_schema: {type: object, required: [n]}\noutput: {$input: n}\n", encoding="utf-8"
+    )
+    inputs = tmp_path / "bom.jsonl"
+    inputs.write_bytes(b'\xef\xbb\xbf{"n": 1}\r\n\r\n{"m": 2}\n\n{"n": 3}\n')
+    local = pb("run-batch", "--flow", flow, "--inputs", inputs, "--no-progress")
+    assert local.code == 1, local.err
+    assert [json.loads(x) for x in local.raw.splitlines()] == [
+        {"index": 0, "outcome": "success", "result": 1},
+        {
+            "index": 1,
+            "line": 3,
+            "outcome": "failed",
+            "error": {
+                "code": "INVALID_INPUT",
+                "message": "line 3: input $: 'n' is a required property",
+            },
+        },
+        {"index": 2, "outcome": "success", "result": 3},
+    ]
+    ran = pb("submit-batch", "--url", server.url, "--flow", flow, "--inputs", inputs, "--wait")
+    assert ran.code == 1, ran.err
+    assert ran.raw == local.raw
+    with Client(server.url) as client:
+        batch_id = client.submit_batch(flow, inputs)
+        remote = b"".join(line + b"\n" for line in client.outputs(batch_id, wait=True))
+        assert remote == local.raw
+        as_text = client.submit_batch(flow, [{"n": 1}, {"m": 2}])  # a list: line = index + 1
+        listed = [json.loads(x) for x in client.outputs(as_text, wait=True)]
+    assert listed[1]["line"] == 2

@@ -2,8 +2,9 @@
 
 :func:`evaluate_batch` (async) and :func:`run_batch` (blocking) return every
 input's :class:`~pocketbatch.FlowResult` in input order; :func:`iter_batch`
-yields ``(index, result)`` as items finish. Executors decide where items run
-(:class:`AsyncExecutor` in-process, :class:`ProcessExecutor` on a process pool).
+yields ``(index, result)`` as items finish (``async for`` or plain ``for``).
+Executors decide where items run (:class:`AsyncExecutor` in-process,
+:class:`ProcessExecutor` on a process pool).
 ``pocketbatch run-batch`` streams a JSONL file through the same runner.
 """
 
@@ -19,6 +20,7 @@ from pocketbatch.batch._executors import (
 from pocketbatch.batch._lines import InputProblem
 from pocketbatch.batch._runner import (
     BatchItemError,
+    BatchIterator,
     evaluate_batch,
     iter_batch,
     run_batch,
@@ -29,6 +31,7 @@ __all__ = (
     "OUTPUT_KEY",
     "AsyncExecutor",
     "BatchItemError",
+    "BatchIterator",
     "Executor",
     "InputProblem",
     "ProcessExecutor",

@@ -172,7 +172,7 @@ async def _run(
                     before = writer.failed_outputs
                     if fingerprint is not None:
                         fingerprint.before(index)
-                    writer.write(record(index, result))
+                    writer.write(record(index, result), line=result.line)
                     progress.update(ok=result.ok and writer.failed_outputs == before)
     except asyncio.CancelledError:
         cancelled = True

@@ -8,7 +8,11 @@ Integers beyond 64 bits are kept exact both ways (:func:`loads_json`,
 Output records are one JSON object per line, in input order::
 
     {"index": 0, "outcome": "success", "result": ...}
-    {"index": 1, "outcome": "failed", "error": {"code": ..., "message": ...}}
+    {"index": 1, "line": 3, "outcome": "failed", "error": {"code": ..., "message": ...}}
+
+A failed record names its input line (``line``: 1-based, blank lines counted;
+``index`` counts only the non-blank lines from 0) whenever the input came from a
+line: run-batch, and the server's batches.
 
 Because records are written in order, an interrupted output file is always a
 prefix of the full one (plus, after a hard kill, maybe one torn last line).
@@ -108,31 +112,38 @@ def non_finite(value: Any) -> bool:
 
 
 def record(index: int, result: FlowResult) -> dict[str, Any]:
-    """The output record for one input.
+    """The output record for one input; a failed one names its input line when known.
 
     Example:
         >>> from pocketbatch import FlowResult
         >>> record(3, FlowResult("success", {"n": 1}))
         {'index': 3, 'outcome': 'success', 'result': {'n': 1}}
+        >>> record(4, FlowResult.failed("COMPONENT_FAILED", "boom", line=6))["line"]
+        6
     """
+    if result.line is not None and result.outcome == "failed":
+        return {"index": index, "line": result.line, **result.to_dict()}
     return {"index": index, **result.to_dict()}
 
 
 def dumps_json(value: Any) -> bytes:
-    """``value`` as compact JSON bytes (orjson's layout), integers of any size exact.
+    """``value`` as compact JSON bytes in orjson's layout, integers of any size exact.
 
-    orjson writes what it can; an integer beyond 64 bits, which orjson refuses, is
-    written exactly in the same layout; what orjson cannot write at all (keys that
-    are not strings, nesting beyond its 254 levels) the standard library writes.
-    NaN and infinities are not looked for here (see :func:`non_finite`).
+    orjson writes what it can. What it refuses (an integer beyond 64 bits, keys that
+    are not strings, nesting beyond its 254 levels) is written by :func:`_write_like_orjson`
+    in the very same layout (each scalar is still written by orjson), so every record
+    of a batch looks alike byte for byte whatever it holds. NaN and infinities are not
+    looked for here (see :func:`non_finite`).
 
     Raises:
         TypeError: ``value`` is not JSON (a set, an object...): orjson's message.
-        ValueError: nested too deeply to write.
+        ValueError: nested more than 512 levels.
 
     Example:
-        >>> dumps_json({"n": 2**70, "f": [1.5, None]})
-        b'{"n":1180591620717411303424,"f":[1.5,null]}'
+        >>> dumps_json({"n": 2**70, "f": [1.5, 1e-7, None]})
+        b'{"n":1180591620717411303424,"f":[1.5,1e-7,null]}'
+        >>> dumps_json({1: 2**70, "f": 1e-7})  # the standard library would write 1e-07
+        b'{"1":1180591620717411303424,"f":1e-7}'
     """
     import orjson
 
@@ -140,22 +151,14 @@ def dumps_json(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError as exc:
         refused = exc
-    try:
+    try:  # the common case, at orjson's speed: only big integers were refused
         return orjson.dumps(_big_ints_as_fragments(value))
     except (TypeError, ValueError, RecursionError):
         pass
-    import json
-
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return text.encode()
-    except RecursionError:
-        raise ValueError("nested too deeply to write as JSON") from None
-    except (TypeError, ValueError):
+        return _write_like_orjson(value)
+    except _NotJson:
         raise refused from None
-
-
-_INT64_MIN, _UINT64_END = -(2**63), 2**64
 
 
 def _big_ints_as_fragments(value: Any) -> Any:
@@ -173,7 +176,84 @@ def _big_ints_as_fragments(value: Any) -> Any:
     return value
 
 
-def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+_MAX_WRITE_DEPTH = 512  # levels of objects and arrays a result may nest to be written
+
+
+class _NotJson(Exception):
+    """Internal: :func:`_write_like_orjson` met a value that is not JSON."""
+
+
+def _key(key: Any) -> str:
+    """A non-string key as the standard library's ``json`` writes it."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False:
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    raise _NotJson
+
+
+def _write_like_orjson(value: Any) -> bytes:
+    """``value`` as orjson would lay it out, at any size of integer and up to
+    :data:`_MAX_WRITE_DEPTH` levels: containers here (iteratively), every scalar by
+    orjson itself, an integer beyond 64 bits by ``int.__repr__``.
+
+    Raises:
+        _NotJson: something orjson refuses that is not one of the above.
+        ValueError: nested more than :data:`_MAX_WRITE_DEPTH` levels.
+    """
+    import orjson
+
+    out: list[bytes] = []
+    # A stack of pending work: values to write, or literal bytes (closing brackets,
+    # commas, keys) to emit, and the depth they are at.
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    while stack:
+        item, depth, literal = stack.pop()
+        if literal:
+            out.append(item)
+            continue
+        if isinstance(item, dict):
+            if depth >= _MAX_WRITE_DEPTH:
+                raise ValueError("nested too deeply to write as JSON")
+            pending: list[tuple[Any, int, bool]] = [(b"}", depth, True)]
+            for n, (key, child) in enumerate(reversed(item.items())):
+                pending.append((child, depth + 1, False))
+                sep = b"" if n == len(item) - 1 else b","
+                pending.append((sep + orjson.dumps(_key(key)) + b":", depth, True))
+            stack.extend(pending)
+            out.append(b"{")
+        elif isinstance(item, list | tuple):
+            if depth >= _MAX_WRITE_DEPTH:
+                raise ValueError("nested too deeply to write as JSON")
+            pending = [(b"]", depth, True)]
+            for n, child in enumerate(reversed(item)):
+                pending.append((child, depth + 1, False))
+                if n != len(item) - 1:
+                    pending.append((b",", depth, True))
+            stack.extend(pending)
+            out.append(b"[")
+        elif (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and not _INT64_MIN <= item < _UINT64_END
+        ):
+            out.append(int.__repr__(item).encode())
+        else:
+            try:
+                out.append(orjson.dumps(item))
+            except TypeError:
+                raise _NotJson from None
+    return b"".join(out)
+
+
+def encode_record(record: dict[str, Any], *, line: int | None = None) -> tuple[bytes, bool]:
     """A record (or a FlowResult's dict) as one JSON line without its newline, and
     whether it had to become an ``INVALID_OUTPUT`` failure.
 
@@ -190,7 +270,7 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     """
     problem = None
     try:
-        line = dumps_json(record)
+        encoded = dumps_json(record)
     except TypeError as exc:
         problem = f"the result is not JSON: {exc}"
     except ValueError:  # dumps_json: deeper than any JSON writer goes
@@ -198,10 +278,12 @@ def encode_record(record: dict[str, Any]) -> tuple[bytes, bool]:
     if problem is None and non_finite(record.get("result")):
         problem = "the result holds NaN or Infinity, which JSON cannot represent"
     if problem is None:
-        return line, False
+        return encoded, False
     import orjson
 
-    failed = {"index": record["index"]} if "index" in record else {}
+    failed: dict[str, Any] = {key: record[key] for key in ("index", "line") if key in record}
+    if line is not None and "index" in record:
+        failed["line"] = line
     failed |= {"outcome": "failed", "error": {"code": "INVALID_OUTPUT", "message": problem}}
     return orjson.dumps(failed), True
 
@@ -231,11 +313,12 @@ class JsonlWriter:
         self.written = 0
         self.failed_outputs = 0  # records turned into INVALID_OUTPUT failures
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Write one record as one line (see :func:`encode_record`)."""
-        line, failed = encode_record(record)
+    def write(self, record: dict[str, Any], *, line: int | None = None) -> None:
+        """Write one record as one line (see :func:`encode_record`; ``line``: the
+        input's line number, for a record that turns into an ``INVALID_OUTPUT``)."""
+        line_bytes, failed = encode_record(record, line=line)
         self.failed_outputs += failed
-        self._stream.write(line + b"\n")
+        self._stream.write(line_bytes + b"\n")
         self._stream.flush()
         self.written += 1
 

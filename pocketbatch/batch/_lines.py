@@ -13,7 +13,14 @@ batch runner alike, so a line means one thing everywhere:
 * a line that is not JSON, or not a JSON object, becomes an :class:`InputProblem`
   naming its line number: it fails its own record and the batch goes on;
 * :func:`run_input` runs a parsed line: an :class:`InputProblem` fails without
-  running, a :class:`Line`'s value runs and an ``INVALID_INPUT`` error names the line.
+  running, a :class:`Line`'s value runs and an ``INVALID_INPUT`` error names the line;
+  every result of a line carries its number (:attr:`FlowResult.line`), so every
+  failed record names its input line, whatever failed;
+* a UTF-8 byte order mark at the very start of the inputs is dropped (editors on
+  Windows write one); anywhere else it is part of the line.
+
+Numbering: ``index`` counts the non-blank lines from 0, ``line`` counts every line
+from 1; with no blank lines, ``line == index + 1``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pocketbatch.batch._jsonl import dumps_json, loads_json
 from pocketbatch.loader._source import MAX_DEPTH, nesting_depth
 
 __all__ = (
+    "BOM",
     "InputProblem",
     "Line",
     "count_inputs",
@@ -42,6 +50,9 @@ __all__ = (
 )
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark: dropped at the start of the inputs
+
+
 @dataclass(frozen=True)
 class InputProblem:
     """Stands in for an input that could not be read (bad JSON, not an object...).
@@ -50,12 +61,13 @@ class InputProblem:
     so the rest of the batch goes on.
 
     Example:
-        >>> InputProblem("INVALID_JSON", "line 3: unexpected end of data")
-        InputProblem(code='INVALID_JSON', message='line 3: unexpected end of data')
+        >>> InputProblem("INVALID_JSON", "line 3: unexpected end of data", 3)
+        InputProblem(code='INVALID_JSON', message='line 3: unexpected end of data', line=3)
     """
 
     code: str
     message: str
+    line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +95,19 @@ def input_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 def non_blank_lines(stream: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """:func:`input_lines` of a binary stream (whose iteration splits on ``b"\\n"`` only).
 
+    A UTF-8 byte order mark opening the first line is dropped.
+
     Example:
         >>> import io
         >>> list(non_blank_lines(io.BytesIO(b'\\t\\r\\n{"a": 1}\\r\\n')))
         [(2, b'{"a": 1}')]
+        >>> list(non_blank_lines(io.BytesIO(b'\\xef\\xbb\\xbf{"a": 1}\\n')))
+        [(1, b'{"a": 1}')]
     """
     for number, raw in enumerate(stream, start=1):
         line = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if number == 1:
+            line = line.removeprefix(BOM)
         if line.strip():
             yield number, line
 
@@ -132,8 +150,8 @@ def parse_line(number: int, raw: bytes) -> Line | InputProblem:
     integers beyond 64 bits stay exact).
 
     Example:
-        >>> parse_line(4, b"[1]")
-        InputProblem(code='INVALID_INPUT', message='line 4: expected a JSON object, got array')
+        >>> parse_line(4, b"[1]").message
+        'line 4: expected a JSON object, got array'
         >>> parse_line(2, b'{"n": 123456789012345678901234567890}').value
         {'n': 123456789012345678901234567890}
     """
@@ -143,16 +161,19 @@ def parse_line(number: int, raw: bytes) -> Line | InputProblem:
     try:
         value = loads_json(raw)
     except ValueError as exc:  # orjson.JSONDecodeError is one
-        return InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}")
+        return InputProblem("INVALID_JSON", f"line {number}: not valid JSON: {exc}", number)
     if not isinstance(value, dict):
         return InputProblem(
-            "INVALID_INPUT", f"line {number}: expected a JSON object, got {_json_kind(value)}"
+            "INVALID_INPUT",
+            f"line {number}: expected a JSON object, got {_json_kind(value)}",
+            number,
         )
     if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
         return InputProblem(
             "INVALID_INPUT",
             f"line {number}: the input nests more than {MAX_DEPTH} levels of objects and "
             f"arrays (the limit is {MAX_DEPTH})",
+            number,
         )
     return Line(number, value)
 
@@ -202,16 +223,20 @@ def _clipped(value: Any, levels: int) -> Any:
 
 
 def with_line(result: FlowResult, number: int) -> FlowResult:
-    """``result``, its ``INVALID_INPUT`` message prefixed with the input's line number.
+    """``result`` knowing the input's line number (:attr:`FlowResult.line`), so its
+    record names it when it failed, whatever failed; an ``INVALID_INPUT`` message is
+    also prefixed with it.
 
     Example:
         >>> with_line(FlowResult.failed("INVALID_INPUT", "'x' is required"), 7).error.message
         "line 7: 'x' is required"
+        >>> with_line(FlowResult.failed("COMPONENT_FAILED", "boom"), 9).line
+        9
     """
     if result.error is None or result.error.code != "INVALID_INPUT":
-        return result
+        return replace(result, line=number)
     error = replace(result.error, message=f"line {number}: {result.error.message}")
-    return replace(result, error=error)
+    return replace(result, error=error, line=number)
 
 
 async def run_input(
@@ -235,5 +260,5 @@ async def run_input(
     if isinstance(item, Line):
         return with_line(await run(index, item.value), item.number)
     if isinstance(item, InputProblem):
-        return FlowResult.failed(item.code, item.message)
+        return FlowResult.failed(item.code, item.message, line=item.line)
     return await run(index, item)

@@ -15,9 +15,9 @@ public entry points.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
-from contextlib import aclosing
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from contextlib import aclosing, suppress
+from typing import Any, Literal, Self
 
 from pocketbatch._errors import PocketbatchError
 from pocketbatch._result import FlowResult
@@ -29,6 +29,7 @@ from pocketbatch.core._parallel import bounded_stream
 
 __all__ = (
     "BatchItemError",
+    "BatchIterator",
     "evaluate_batch",
     "iter_batch",
     "run_batch",
@@ -123,7 +124,7 @@ async def stream_results(
             yield pair
 
 
-async def iter_batch(
+def iter_batch(
     flow: RunnableFlow,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
@@ -135,12 +136,17 @@ async def iter_batch(
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
     usage: Usage | None = None,
-) -> AsyncGenerator[tuple[int, FlowResult], None]:
-    """Yield ``(index, FlowResult)`` for each input as it finishes (or in input order).
+) -> BatchIterator:
+    """``(index, FlowResult)`` for each input as it finishes (or in input order):
+    ``async for`` in async code, plain ``for`` in sync code.
 
     Inputs are consumed lazily from any iterable or async iterable; about
     ``max_concurrency`` items are in flight. Failing items yield failed results;
-    the batch goes on.
+    the batch goes on. Nothing runs until the iteration starts. A plain ``for`` runs
+    the batch on an event loop of its own (so not inside a running loop: use
+    ``async for`` there), and the items run only while the loop asks for the next
+    pair; leaving the loop early (``break``, an exception) cancels the items still
+    in flight, as closing the async iteration does.
 
     Args:
         flow: a :class:`~pocketbatch.LoadedFlow`, or a core flow/node (its input is
@@ -164,12 +170,160 @@ async def iter_batch(
         >>> import asyncio
         >>> from pocketbatch import iter_batch, load_flow
         >>> flow = load_flow("output: {$input: n}\\n")
+        >>> sorted((i, r.result) for i, r in iter_batch(flow, [{"n": 1}, {"n": 2}]))
+        [(0, 1), (1, 2)]
         >>> async def main():
         ...     pairs = [(i, r.result) async for i, r in iter_batch(flow, [{"n": 1}, {"n": 2}])]
         ...     return sorted(pairs)
         >>> asyncio.run(main())
         [(0, 1), (1, 2)]
     """
+    return BatchIterator(
+        lambda: _iter_batch(
+            flow,
+            inputs,
+            max_concurrency=max_concurrency,
+            executor=executor,
+            max_workers=max_workers,
+            observer=observer,
+            ordered=ordered,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            usage=usage,
+        )
+    )
+
+
+_END: Any = object()
+
+
+class BatchIterator:
+    """What :func:`iter_batch` returns: ``(index, FlowResult)`` pairs, by ``async for``
+    or by ``for`` (one or the other, once).
+
+    ``for`` runs the batch on a private event loop (:class:`asyncio.Runner`), one
+    step per pair; ``close()`` (or ``with``, or dropping the iterator) cancels what is
+    still in flight. ``aclose()`` does the same for ``async for``.
+
+    Example:
+        >>> from pocketbatch import iter_batch, load_flow
+        >>> flow = load_flow("output: {$input: n}\\n")
+        >>> with iter_batch(flow, [{"n": k} for k in range(100)], ordered=True) as pairs:
+        ...     for index, result in pairs:
+        ...         if index == 2:
+        ...             break
+        >>> result.result
+        2
+    """
+
+    def __init__(self, start: Callable[[], AsyncGenerator[tuple[int, FlowResult], None]]) -> None:
+        self._start = start
+        self._stream: AsyncGenerator[tuple[int, FlowResult], None] | None = None
+        self._runner: asyncio.Runner | None = None
+        self._done = False
+
+    def _begin(self, sync: bool) -> AsyncGenerator[tuple[int, FlowResult], None]:
+        if self._stream is None:
+            self._stream = self._start()
+            return self._stream
+        if (self._runner is not None) != sync:
+            raise RuntimeError(
+                "this iter_batch() is already iterated with "
+                f"{'async for' if sync else 'for'}; use one or the other"
+            )
+        return self._stream
+
+    # -- async for
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[int, FlowResult]:
+        return await self._begin(sync=False).__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the batch: the items in flight are cancelled and awaited."""
+        if self._stream is not None and self._runner is None:
+            await self._stream.aclose()
+
+    # -- for
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> tuple[int, FlowResult]:
+        if self._done:
+            raise StopIteration
+        if self._runner is None:
+            if self._stream is not None:
+                self._begin(sync=True)  # raises: already iterated with async for
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                raise RuntimeError(
+                    "iterating iter_batch() with a plain for inside an event loop would "
+                    "block it; use async for"
+                )
+            self._runner = asyncio.Runner()
+        stream = self._begin(sync=True)
+
+        async def step() -> Any:
+            try:
+                return await stream.__anext__()
+            except StopAsyncIteration:
+                return _END
+
+        try:
+            pair = self._runner.run(step())
+        except BaseException:
+            self.close()
+            raise
+        if pair is _END:
+            self.close()
+            raise StopIteration
+        result: tuple[int, FlowResult] = pair
+        return result
+
+    def close(self) -> None:
+        """Stop a batch iterated with ``for``: the items in flight are cancelled."""
+        runner, self._runner = self._runner, None
+        self._done = True
+        if runner is None:
+            return
+        try:
+            if self._stream is not None:
+                runner.run(self._stream.aclose())
+        finally:
+            runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._runner is not None:
+            with suppress(Exception):
+                self.close()
+
+
+async def _iter_batch(
+    flow: RunnableFlow,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    max_concurrency: int,
+    executor: ExecutorKind | Executor,
+    max_workers: int | None,
+    observer: Observer | None,
+    ordered: bool,
+    requests_per_minute: float | None,
+    tokens_per_minute: float | None,
+    usage: Usage | None,
+) -> AsyncGenerator[tuple[int, FlowResult], None]:
+    """The async generator under :func:`iter_batch` (see there)."""
     from pocketbatch.loader._services import ServiceSettings
 
     name = getattr(flow, "name", None) or type(flow).__name__
@@ -236,13 +390,14 @@ async def evaluate_batch(
     if on_error not in ("collect", "raise"):
         raise ValueError(f"on_error must be 'collect' or 'raise', got {on_error!r}")
     results: list[Any] = []
-    stream = iter_batch(
+    stream = _iter_batch(
         flow,
         inputs,
         max_concurrency=max_concurrency,
         executor=executor,
         max_workers=max_workers,
         observer=observer,
+        ordered=False,
         requests_per_minute=requests_per_minute,
         tokens_per_minute=tokens_per_minute,
         usage=usage,

@@ -40,11 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def validate(args: argparse.Namespace) -> int:
-    flow = load_flow_from(args)
+    from pocketbatch.loader._lint import flow_warnings
+
+    flow = load_flow_from(args)  # (its warnings are printed on stderr)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
+    warned = len(flow_warnings(flow.spec))
+    warnings = f", {_count(warned, 'warning')}" if warned else ""
     print(
         f"{args.flow}: ok ({flow.name}: {_count(len(flow.spec.steps), 'step')}, {mode}, "
-        f"{_count(len(flow.tests), 'test case')})"
+        f"{_count(len(flow.tests), 'test case')}{warnings})"
     )
     return EXIT_OK
 

@@ -25,7 +25,6 @@ from collections.abc import (
     AsyncIterable,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Sized,
 )
@@ -82,13 +81,16 @@ async def _pool(
     window: asyncio.Semaphore | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Run ``fn(index, item)`` over ``items`` on ``workers`` tasks; ``done(index, result)``
-    as each finishes.
+    """Run ``fn(index, item)`` over ``items`` on at most ``workers`` tasks; ``done(index,
+    result)`` as each finishes.
 
-    Items are pulled lazily, one per idle worker, and numbered from ``start`` in the
-    order they are pulled. With ``window``, a worker takes a token from it before
-    each pull (whoever consumes the results gives tokens back); with ``stop``, no item
-    is pulled once ``stop()`` is true, and the items in flight finish.
+    One dispatcher pulls the items lazily, in order, numbered from ``start``, and
+    hands each to an idle worker task; a new worker is created only when an item is
+    in hand and every worker is busy, so there are never more workers than items
+    (``--max-concurrent 1000000`` over 3 inputs makes 3 tasks, not a million). With
+    ``window``, the dispatcher takes a token from it before each pull (whoever
+    consumes the results gives tokens back); with ``stop``, no item is pulled once
+    ``stop()`` is true, and the items in flight finish.
 
     The first exception, from the iterable, ``fn`` or ``done``, stops the pool: no
     item starts after it (it is checked before every pull), the items in flight are
@@ -96,88 +98,90 @@ async def _pool(
     so does a ``BaseException`` that is not an ``Exception``).
     """
     fatal: list[BaseException] = []  # the first exception that stops the pool
-    index = start
-    exhausted = False
+    jobs: asyncio.Queue[tuple[int, T] | None] = asyncio.Queue()
+    freed = asyncio.Event()  # a worker became idle
+    idle = alive = 0
 
-    def stopped() -> bool:
-        return exhausted or bool(fatal) or (stop is not None and stop())
+    async def worker(job: tuple[int, T] | None) -> None:
+        nonlocal idle
+        try:
+            while job is not None and not fatal:
+                done(job[0], await fn(*job))
+                idle += 1
+                freed.set()
+                job = await jobs.get()
+        except _Abort:
+            raise
+        except Exception as exc:  # fn or done raised
+            fatal.append(exc)
+            raise _Abort from None
 
     if isinstance(items, AsyncIterable):
         source = aiter(items)
-        lock = asyncio.Lock()
 
-        async def pull() -> tuple[int, T] | None:
-            nonlocal index, exhausted
-            async with lock:
-                if stopped():
-                    return None
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    exhausted = True
-                    return None
-                index += 1
-                return index - 1, item
-
-        async def worker() -> None:
+        async def pull() -> tuple[bool, Any]:
             try:
-                while not fatal:
-                    if window is not None:
-                        await window.acquire()
-                    pulled = await pull()
-                    if pulled is None:
-                        if window is not None:
-                            window.release()
-                        return
-                    done(pulled[0], await fn(*pulled))
-            except _Abort:
-                raise
-            except Exception as exc:  # the iterable raised, or fn, or done
-                fatal.append(exc)
-                raise _Abort from None
+                return True, await anext(source)
+            except StopAsyncIteration:
+                return False, None
 
     else:
         iterator = iter(items)
 
-        async def worker() -> None:
-            nonlocal index, exhausted
+        async def pull() -> tuple[bool, Any]:
             try:
-                # Check before every pull: once the pool has failed, workers whose
-                # items finished in the same loop turn must not start new ones.
-                while not fatal:
-                    if window is not None:
-                        await window.acquire()
-                    if stopped():
-                        if window is not None:
-                            window.release()
-                        return
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        exhausted = True
-                        if window is not None:
-                            window.release()
-                        return
-                    index += 1
-                    done(index - 1, await fn(index - 1, item))
-            except _Abort:
-                raise
-            except Exception as exc:  # the iterable raised, or fn, or done
-                fatal.append(exc)
-                raise _Abort from None
+                return True, next(iterator)
+            except StopIteration:
+                return False, None
 
-    await _supervise([worker() for _ in range(workers)], fatal)
+    async def dispatch(group: asyncio.TaskGroup) -> None:
+        nonlocal idle, alive
+        index = start
+        holding = False  # a window token taken for a pull not (yet) made
+        try:
+            while not fatal:
+                while idle == 0 and alive >= max(workers, 1):
+                    freed.clear()
+                    await freed.wait()
+                if window is not None:
+                    await window.acquire()
+                    holding = True
+                # Checked before every pull: once the pool has failed (or is told to
+                # stop), no new item starts.
+                if fatal or (stop is not None and stop()):
+                    break
+                got, item = await pull()
+                if not got:
+                    break
+                holding = False
+                if idle:
+                    idle -= 1
+                    jobs.put_nowait((index, item))
+                else:
+                    alive += 1
+                    group.create_task(worker((index, item)))
+                index += 1
+        except Exception as exc:  # the iterable raised
+            fatal.append(exc)
+            raise _Abort from None
+        if window is not None and holding:
+            window.release()  # the token taken for a pull that found nothing
+        for _ in range(alive):
+            jobs.put_nowait(None)  # each worker ends when it is next idle
+
+    await _supervise(dispatch, fatal)
 
 
-async def _supervise(coros: list[Coroutine[Any, Any, None]], fatal: list[BaseException]) -> None:
-    """Run ``coros`` as tasks of one :class:`asyncio.TaskGroup`; a worker that fails
-    records its exception in ``fatal`` and raises :class:`_Abort`, the group cancels
-    (and awaits) the rest, and the failure propagates as itself."""
+async def _supervise(
+    body: Callable[[asyncio.TaskGroup], Awaitable[None]], fatal: list[BaseException]
+) -> None:
+    """Run ``body(group)`` in one :class:`asyncio.TaskGroup` (it starts the tasks); a
+    task that fails records its exception in ``fatal`` and raises :class:`_Abort`, the
+    group cancels (and awaits) the rest, and the failure propagates as itself."""
     stop_with: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
-            for coro in coros:
-                group.create_task(coro)
+            await body(group)  # in this task: no task of its own
     except BaseExceptionGroup as group_error:
         # Whatever stopped the pool propagates as itself, as from asyncio.gather:
         # a BaseException that is not an Exception (one the workers let through),
@@ -216,7 +220,11 @@ async def _gather(
             fatal.append(exc)
             raise _Abort from None
 
-    await _supervise([one(index, item) for index, item in enumerate(items)], fatal)
+    async def start_all(group: asyncio.TaskGroup) -> None:
+        for index, item in enumerate(items):
+            group.create_task(one(index, item))
+
+    await _supervise(start_all, fatal)
 
 
 async def bounded_map(

@@ -9,8 +9,11 @@ shape (``async def __call__(input, ctx)``). The registry, module routes and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pocketbatch._errors import ComponentError
@@ -19,6 +22,16 @@ from pocketbatch.loader._component import CallContext, Component
 from pocketbatch.loader._mocks import MockComponent
 
 __all__ = ("adapt",)
+
+
+async def off_loop(ctx: CallContext, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """``fn(*args)`` on a worker thread: the run's pool (as many threads as items in
+    flight, :meth:`~pocketbatch.loader._services.RunServices.threads`) in a run, else
+    asyncio's default pool. Context variables go along, as with ``asyncio.to_thread``."""
+    if ctx.services is None:
+        return await asyncio.to_thread(fn, *args)
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(ctx.services.threads(), call)
 
 
 def _describe(target: object) -> str:
@@ -93,7 +106,7 @@ class _SyncFunction(_Adapted):
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         args = (input, ctx) if self.with_context else (input,)
         if self.offload:
-            result = await asyncio.to_thread(self.target, *args)
+            result = await off_loop(ctx, self.target, *args)
         else:
             result = self.target(*args)
         if inspect.isawaitable(result):
@@ -115,7 +128,7 @@ class _NodeComponent(_Adapted):
         if isinstance(node, AsyncNode):
             await node.run_async(shared)
         elif self.offload or node._pb_offload:
-            await asyncio.to_thread(node.run, shared)
+            await off_loop(ctx, node.run, shared)
         else:
             node.run(shared)
         if "output" not in shared:

@@ -102,6 +102,10 @@ async def _send(
         ) from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise component.invalid(f"cannot use URL {url!r}: {exc}") from None
+    except httpx.TooManyRedirects as exc:
+        raise ComponentError(
+            "COMPONENT_FAILED", f"{component.path}: {method} {url}: {exc} (a redirect loop?)"
+        ) from None
     except httpx.TransportError as exc:
         detail = str(exc) or type(exc).__name__
         raise ComponentError(
@@ -428,15 +432,21 @@ class HttpRequest(Builtin):
     """``/http/request``: send one HTTP request and return the response.
 
     Input ``{url: str, method?: str = "GET", headers?: {str: str}, params?:
-    {str: scalar | [scalar]}, json?: any, body?: str, timeout?: seconds = 30}`` (``json`` and
-    ``body`` are exclusive). Output ``{status_code, headers, body, json}``:
+    {str: scalar | [scalar]}, json?: any, body?: str, timeout?: seconds = 30,
+    follow_redirects?: bool = false}`` (``json`` and ``body`` are exclusive). Output
+    ``{status_code, headers, body, json}``:
     header names are lower-case (repeated headers joined by ``", "``), ``body`` is
     the decoded text, and ``json`` the parsed body when the response's
     content-type is JSON (``application/json`` or ``*/*+json``) and it parses,
     else ``None``.
 
-    Every HTTP status is returned, 4xx and 5xx included; redirects are not
-    followed. Connection errors fail with ``UNREACHABLE``, timeouts with
+    Every HTTP status is returned, 4xx and 5xx included. Redirects are not followed
+    unless ``follow_redirects: true``, as in httpx (whose default is not to follow;
+    ``requests`` follows): then up to 20 hops are followed (more fail with
+    ``COMPONENT_FAILED``), ``timeout`` holds per hop, and the output is the last
+    response's. Under a network policy every hop is checked, so a redirect to a
+    forbidden address fails with ``PERMISSION_DENIED`` before it is connected to.
+    Connection errors fail with ``UNREACHABLE``, timeouts with
     ``TIMEOUT``, and a destination refused by the
     :class:`~pocketbatch.loader.NetworkPolicy` in ``options.network`` (the server's:
     loopback, link-local, private, ... addresses, after DNS resolution) with
@@ -462,11 +472,12 @@ class HttpRequest(Builtin):
         params = _query_params(self, self.field(data, "params", "an object"))
         body = self.field(data, "body", "a string")
         timeout = self.timeout(data, _HTTP_DEFAULT_TIMEOUT)
+        follow = self.field(data, "follow_redirects", "a boolean") or False
         payload = data.get("json")
         if payload is not None and body is not None:
             raise self.invalid("give 'json' or 'body', not both")
 
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"follow_redirects": follow}
         if headers is not None:
             kwargs["headers"] = headers
         if params is not None:

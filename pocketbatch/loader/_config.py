@@ -164,6 +164,10 @@ class ComponentConfig:
             hand for ``/builtin/openai`` (pocketbatch format's ``providers``).
         warnings: what the file has that Stepflow ignores (unknown keys of a
             ``stepflow-config.yml``), each at its ``file:line:column``.
+        offload: whether sync functions reached through routes and ``/python/`` run
+            on the run's thread pool (``None``, the default, means yes; ``offload:
+            false`` in ``pocketbatch.yaml`` runs them on the event loop).
+        route_offload: the same, per route prefix (a route's own ``offload``).
 
     Example:
         >>> config = ComponentConfig(mocks={"/m": MockComponent("/m", [(1, "success", 2)])})
@@ -180,6 +184,8 @@ class ComponentConfig:
     load_file_root: Path | None = None
     load_file_anywhere: bool | None = None
     providers: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    offload: bool | None = None
+    route_offload: dict[str, bool] = field(default_factory=dict)
     plugins: dict[str, _Plugin] = field(default_factory=dict, repr=False)
     plugin_routes: list[_PluginRoute] = field(default_factory=list, repr=False)
     locations: dict[str, str] = field(default_factory=dict, repr=False)
@@ -194,6 +200,18 @@ class ComponentConfig:
     def directory(self) -> Path | None:
         """The directory holding the file: routed modules are imported from it."""
         return self.file.resolve().parent if self.file is not None else None
+
+    def offloads(self, prefix: str | None = None) -> bool:
+        """Whether sync functions of route ``prefix`` (or of ``/python/``, with no
+        prefix) run off the event loop: yes unless the config says ``offload: false``.
+
+        Example:
+            >>> ComponentConfig(offload=False, route_offload={"/io": True}).offloads("/io")
+            True
+        """
+        if prefix is not None and prefix in self.route_offload:
+            return self.route_offload[prefix]
+        return self.offload is not False
 
     def mock_paths(self) -> list[str]:
         """Paths of the mocks this config defines, including mocks of Stepflow plugins.

@@ -16,9 +16,9 @@ from pocketbatch.loader._source import DocPath, PairList
 
 __all__ = ("read_pocketbatch",)
 
-_TOP_KEYS = ("routes", "mocks", "python_imports", "load_file", "providers")
+_TOP_KEYS = ("routes", "mocks", "python_imports", "load_file", "providers", "offload")
 _PROVIDER_KEYS = ("requests_per_minute", "tokens_per_minute")
-_ROUTE_KEYS = ("module", "components")
+_ROUTE_KEYS = ("module", "components", "offload")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -39,6 +39,11 @@ def read_pocketbatch(r: ConfigReader, data: dict[Any, Any], file: Path) -> Compo
             r.keys(value, at, _ROUTE_KEYS, f"route {prefix!r}")
             module = value.get("module")
             module_at = (*at, "module") if "module" in value else at
+            offload = r.boolean(
+                value.get("offload"), (*at, "offload"), f"route {prefix!r}'s offload"
+            )
+            if offload is not None:
+                config.route_offload[prefix] = offload
             if "components" in value:
                 config.route_components[prefix] = _route_components(
                     r, prefix, value["components"], (*at, "components")
@@ -62,6 +67,7 @@ def read_pocketbatch(r: ConfigReader, data: dict[Any, Any], file: Path) -> Compo
     config.python_imports = r.boolean(
         data.get("python_imports"), ("python_imports",), "'python_imports'"
     )
+    config.offload = r.boolean(data.get("offload"), ("offload",), "'offload'")
     load_file = r.mapping(data.get("load_file"), ("load_file",), "'load_file'")
     r.keys(load_file, ("load_file",), ("root", "anywhere"), "'load_file'")
     if load_file.get("root") is not None:

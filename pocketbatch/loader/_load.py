@@ -38,6 +38,7 @@ from pocketbatch.loader._config import ComponentConfig
 from pocketbatch.loader._config_files import config_for_flow, load_config, options_from_config
 from pocketbatch.loader._expr import Const, EvalError, Obj, StepSkipped
 from pocketbatch.loader._flow_mermaid import _dataflow_mermaid
+from pocketbatch.loader._lint import flow_warnings
 from pocketbatch.loader._nested import nested_components
 from pocketbatch.loader._nodes import DataflowNode, ForEachStepNode, StepNode
 from pocketbatch.loader._registry import ComponentRegistry
@@ -135,8 +136,9 @@ class LoadedFlow:
     @property
     def warnings(self) -> tuple[LoadWarning, ...]:
         """Keys the flow file (and its config, and the nested flows loaded so far)
-        has that Stepflow ignores, each a :class:`~pocketbatch.LoadWarning` at its
-        ``file:line:column``; the flow loads and runs as in Stepflow.
+        has that Stepflow ignores, and what will not do what it seems to (a flow with
+        no ``output:`` runs none of its steps), each a :class:`~pocketbatch.LoadWarning`
+        at its ``file:line:column``; the flow loads and runs as in Stepflow.
 
         Example:
             >>> from pocketbatch import load_flow
@@ -145,7 +147,7 @@ class LoadedFlow:
             >>> [str(w) for w in flow.warnings]
             ["<string>:2:37: step 'a': unknown key 'depends_on' in a step, which Stepflow ignores"]
         """
-        found = [*self._config_warnings, *self.spec.doc.warnings]
+        found = [*self._config_warnings, *self.spec.doc.warnings, *flow_warnings(self.spec)]
         for sub in self._subflows.values():
             found += [w for w in sub.warnings if w not in found]
         return tuple(found)

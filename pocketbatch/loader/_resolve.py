@@ -282,7 +282,7 @@ class Resolver:
                 tried,
             )
         try:
-            return adapt(target, path=path)
+            return adapt(target, path=path, offload=config.offloads(prefix))
         except TypeError as exc:
             tried.append(f"{label}: {exc}")
             return None
@@ -328,7 +328,7 @@ class Resolver:
                 tried,
             )
         try:
-            return adapt(owner, path=path)
+            return adapt(owner, path=path, offload=config.offloads(prefix))
         except TypeError as exc:
             tried.append(f"{label}: {exc}")
             return None
@@ -490,8 +490,9 @@ class Resolver:
         reason = _not_offered(module, name, target)
         if reason is not None:
             raise UnknownComponent(path, f"component {path!r} is not allowed: {reason}", tried)
+        offload = config.offloads() if config is not None else True
         try:
-            return adapt(target, path=path)
+            return adapt(target, path=path, offload=offload)
         except TypeError as exc:
             raise UnknownComponent(path, str(exc), tried) from None
 

@@ -30,6 +30,8 @@ from pocketbatch.loader._providers import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
 __all__ = ("DEFAULT_RETRY", "RetryPolicy", "RunServices", "ServiceSettings")
@@ -166,6 +168,7 @@ class RunServices:
         )
         self._clients: dict[NetworkPolicy | None, httpx.AsyncClient] = {}
         self._owned: dict[object, Any] = {}
+        self._threads: ThreadPoolExecutor | None = None
         self._closed = False
 
     def owned(self, key: object, make: Callable[[], _T]) -> _T:
@@ -177,6 +180,19 @@ class RunServices:
             self._owned[key] = make()
         found: _T = self._owned[key]
         return found
+
+    def threads(self) -> ThreadPoolExecutor:
+        """The run's thread pool for sync components (made on first use), as many
+        threads as items in flight (``max_connections``, which follows the batch's
+        ``max_concurrency``), so blocking calls overlap as async ones do; threads are
+        started only as calls need them."""
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(
+                max_workers=self.settings.max_connections, thread_name_prefix="pocketbatch-sync"
+            )
+        return self._threads
 
     def client(self, network: NetworkPolicy | None) -> httpx.AsyncClient:
         """The pooled client for a network policy (made on first use): the server's
@@ -219,6 +235,9 @@ class RunServices:
         owned, self._owned = list(self._owned.values()), {}
         for resource in reversed(owned):
             await resource.aclose()
+        threads, self._threads = self._threads, None
+        if threads is not None:  # calls still running (a cancelled run) are not waited for
+            threads.shutdown(wait=False, cancel_futures=True)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()

@@ -120,7 +120,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
-    """Several connection pools behind one transport, taking requests in turn.
+    """Several connection pools behind one transport, made as requests need them.
 
     httpcore's pool looks over all its connections, for each idle one, on every
     request and response (quadratic in the pool's size): at 64 requests in flight
@@ -128,31 +128,47 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     connections keep that small; each request goes to the least busy pool, and each
     pool may open (and keep) twice its share, so a request never waits inside a pool
     for a connection still being released. Connections stay near the peak in flight.
-    The pools share one TLS context (``verify``, default httpx's: certifi's roots, or
-    ``SSL_CERT_FILE``/``SSL_CERT_DIR``): making one costs about 30 ms of CPU, so a
-    context per pool cost half a second at the start of every run.
+    Pools are made lazily (a new one only when every pool has its share in flight,
+    up to ``size / per_pool`` of them): ``--max-concurrent 1000000`` makes as many
+    pools as requests actually run at once need, not 250 000 up front. They share one
+    TLS context (``verify``, default httpx's: certifi's roots, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``): making one costs 30-40 ms of CPU, so a context per pool cost
+    half a second at the start of every run.
 
     Example:
         >>> import asyncio
         >>> transport = ShardedTransport(64)
-        >>> len(transport.pools)
-        16
+        >>> transport.max_pools, len(transport.pools)
+        (16, 0)
         >>> asyncio.run(transport.aclose())
     """
 
     def __init__(
         self, size: int, *, per_pool: int = 4, verify: ssl.SSLContext | None = None
     ) -> None:
-        count = max(1, math.ceil(size / per_pool))
-        each = math.ceil(size / count)
-        limits = httpx.Limits(max_connections=2 * each, max_keepalive_connections=2 * each)
-        context = verify if verify is not None else httpx.create_ssl_context()
-        self.pools = [httpx.AsyncHTTPTransport(verify=context, limits=limits) for _ in range(count)]
-        self._busy = [0] * count  # requests each pool is sending
+        self.max_pools = max(1, math.ceil(size / per_pool))
+        self._share = math.ceil(size / self.max_pools)  # requests a pool takes before a new one
+        self._limits = httpx.Limits(
+            max_connections=2 * self._share, max_keepalive_connections=2 * self._share
+        )
+        self._ssl: ssl.SSLContext | None = verify  # made on first use if not given
+        self.pools: list[httpx.AsyncHTTPTransport] = []
+        self._busy: list[int] = []  # requests each pool is sending
+
+    def _pick(self) -> int:
+        """The least busy pool, or a new one when every pool has its share in flight."""
+        if self.pools:
+            index = min(range(len(self.pools)), key=self._busy.__getitem__)
+            if self._busy[index] < self._share or len(self.pools) >= self.max_pools:
+                return index
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        self.pools.append(httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits))
+        self._busy.append(0)
+        return len(self.pools) - 1
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # The least busy pool: each keeps about its share of the connections alive.
-        index = min(range(len(self.pools)), key=self._busy.__getitem__)
+        index = self._pick()
         self._busy[index] += 1
         try:
             return await self.pools[index].handle_async_request(request)

@@ -15,7 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from pocketbatch.batch._jsonl import loads_json
-from pocketbatch.batch._lines import encode_input, input_lines
+from pocketbatch.batch._lines import BOM, encode_input, input_lines
 from pocketbatch.server._settings import Limits
 
 __all__ = (
@@ -53,7 +53,7 @@ def jsonl_submission(raw: bytes) -> tuple[dict[str, Any], bytes]:
     """A JSONL body: the first line holds the settings ({flow, max_concurrent}),
     each following line is one input (numbered from 1, as in the inputs file).
     The settings, and the input lines as bytes (read as run-batch reads a file)."""
-    head, _, rest = raw.partition(b"\n")
+    head, _, rest = raw.removeprefix(BOM).partition(b"\n")  # (a BOM opening the body)
     try:
         data = loads_json(head)
     except ValueError as exc:

@@ -252,7 +252,7 @@ class BatchManager:
                 ):
                     index = executor.indexes.pop(ordinal)
                     # As run-batch writes it: a result JSON cannot hold fails its record.
-                    data, invalid = encode_record(record(index, result))
+                    data, invalid = encode_record(record(index, result), line=result.line)
                     pending.append((batch_id, index, result.ok and not invalid, data))
                     if len(pending) >= 64:
                         flush()

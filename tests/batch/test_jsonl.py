@@ -19,6 +19,8 @@ import pytest
 from pocketbatch.batch._jsonl import (
     JsonlWriter,
     ResumeError,
+    dumps_json,
+    encode_record,
     record,
     resume_point,
 )
@@ -281,3 +283,65 @@ def test_resume_point_large_file(tmp_path: Path) -> None:
     out = write(tmp_path / "out.jsonl", b"".join(ok(i, {"i": i}) for i in range(5000)) + b'{"ind')
     assert resume_point(out) == 5000
     assert out.read_bytes().endswith(ok(4999, {"i": 4999}))
+
+
+# -- issue 14: one layout for every record, whatever it holds --------------------------------
+
+_SMALL = 1234567  # stands in for a big integer in the layout orjson gives
+
+
+def _with(value: Any, number: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _with(v, number) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with(v, number) for v in value]
+    return number if value == "BIG" else value
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"n": "BIG"},
+        {"n": "BIG", "f": [1e-7, 1e16, 2.5, -0.0, 1e300], "s": 'é\u2028\n"', "z": None},
+        {"n": "BIG", "f": 1e-7, "nested": {"k": [True, False, {}, []]}},
+        ["BIG", 1e-5, "x"],
+    ],
+)
+@pytest.mark.parametrize("big", [2**64, 2**70, -(2**63) - 1, 10**40])
+def test_a_big_integer_record_is_laid_out_byte_for_byte_like_every_other(
+    shape: Any, big: int
+) -> None:
+    """Issue 14: a result holding an integer beyond 64 bits was written by the standard
+    library when orjson gave up (``1e-07``, not orjson's ``1e-7``): now the record is
+    exactly the one orjson writes for a small integer, with the big one in its place."""
+    stream = io.BytesIO()
+    JsonlWriter(stream).write(record(0, FlowResult("success", _with(shape, big))))
+    import orjson
+
+    expected = orjson.dumps(record(0, FlowResult("success", _with(shape, _SMALL))))
+    assert stream.getvalue() == expected.replace(str(_SMALL).encode(), str(big).encode()) + b"\n"
+
+
+def test_non_string_keys_and_big_integers_keep_orjsons_layout() -> None:
+    """Keys that are not strings made the standard library write the whole record."""
+    import orjson
+
+    value = {1: 2**70, "f": 1e-7, "deep": {2.5: [1e-7]}, None: True}
+    line, failed = encode_record(record(0, FlowResult("success", value)))
+    assert not failed
+    assert line == (
+        b'{"index":0,"outcome":"success","result":'
+        b'{"1":1180591620717411303424,"f":1e-7,"deep":{"2.5":[1e-7]},"null":true}}'
+    )
+    small = {1: 5, "f": 1e-7, "deep": {2.5: [1e-7]}, None: True}
+    assert orjson.dumps(small, option=orjson.OPT_NON_STR_KEYS) == (
+        b'{"1":5,"f":1e-7,"deep":{"2.5":[1e-7]},"null":true}'
+    )
+
+
+def test_a_big_integer_deeper_than_orjson_goes_is_still_orjsons_layout() -> None:
+    value: Any = [2**70, 1e-7]
+    for _ in range(300):
+        value = [value]
+    line = dumps_json(value)
+    assert line == b"[" * 300 + b"[1180591620717411303424,1e-7]" + b"]" * 300

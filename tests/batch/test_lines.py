@@ -9,6 +9,7 @@ number.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,45 @@ def test_count_inputs_counts_non_blank_lines(tmp_path: Path) -> None:
     assert count_inputs(write(tmp_path / "e.jsonl", "")) == 0
     assert count_inputs(write(tmp_path / "b.jsonl", "\n \n")) == 0
     assert count_inputs(write(tmp_path / "n.jsonl", "{}\n{}")) == 2
+
+
+# -- issue 14: every failed record names its line; a BOM is accepted ------------------------
+
+
+def test_a_bom_opening_the_inputs_is_dropped_only_there() -> None:
+    from pocketbatch.batch._lines import input_lines
+
+    bom = b"\xef\xbb\xbf"
+    assert list(input_lines(bom + b'{"a": 1}\n' + bom + b'{"b": 2}\n')) == [
+        (1, b'{"a": 1}'),
+        (2, bom + b'{"b": 2}'),  # not at the start: part of the line (and bad JSON)
+    ]
+    assert list(input_lines(bom + b"\n{}\n")) == [(2, b"{}")]  # a BOM alone is blank
+
+
+def test_a_bom_opening_an_inputs_file_is_accepted(tmp_path: Path) -> None:
+    from pocketbatch.batch._lines import Line, count_inputs, read_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n{"a": 2}\r\n')
+    assert list(read_inputs(path)) == [Line(1, {"a": 1}), Line(2, {"a": 2})]
+    assert count_inputs(path) == 2
+
+
+@pytest.mark.asyncio
+async def test_run_input_puts_the_line_on_every_result() -> None:
+    from pocketbatch import FlowResult
+    from pocketbatch.batch._lines import InputProblem, Line, run_input
+
+    async def run(index: int, value: Any) -> FlowResult:
+        if value.get("boom"):
+            return FlowResult.failed("COMPONENT_FAILED", "boom")
+        return FlowResult("success", value)
+
+    failed = await run_input(run, 3, Line(7, {"boom": True}))
+    assert (failed.line, failed.error and failed.error.message) == (7, "boom")
+    ok = await run_input(run, 4, Line(9, {}))
+    assert ok.ok
+    assert ok.line == 9
+    problem = await run_input(run, 5, InputProblem("INVALID_JSON", "line 11: bad", 11))
+    assert problem.line == 11

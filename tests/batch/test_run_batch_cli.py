@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,7 +159,9 @@ def test_some_failed_exit_1_and_records_say_why(tmp_path: Path) -> None:
     assert [r["index"] for r in got] == list(range(10))
     for r in got:
         if r["index"] in (3, 8):
-            assert set(r) == {"index", "outcome", "error"}
+            # (issue 14: a failed record names its input line; no blank lines here)
+            assert set(r) == {"index", "line", "outcome", "error"}
+            assert r["line"] == r["index"] + 1
             assert r["outcome"] == "failed"
             assert r["error"]["code"] == "COMPONENT_FAILED"
             assert f"item {r['index']} asked to fail" in r["error"]["message"]
@@ -288,6 +291,93 @@ def test_bad_lines_fail_their_own_record_naming_the_line(tmp_path: Path) -> None
     assert "n" in got[3]["error"]["message"]
     assert got[6]["error"]["code"] == "COMPONENT_FAILED"
     assert ran.summary() == (8, 2, 6)
+
+
+def test_every_failed_record_names_its_input_line(tmp_path: Path) -> None:
+    """Issue 14: component failures, input-schema failures, bad lines and results JSON
+    cannot hold all name their line (top-level ``line``: 1-based, blank lines counted),
+    while ``index`` counts the non-blank lines from 0. Successes carry no ``line``."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "input_schema: {type: object, required: [n]}\n"
+        "steps:\n"
+        "  - id: work\n"
+        "    component: /batchtest/check\n"
+        "    input: {$input: $}\n"
+        "output: {$step: work, path: n}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes: {/batchtest: {module: pb_batch_test_components}}\n", encoding="utf-8"
+    )
+    shutil.copy(DATA / "pb_batch_test_components.py", tmp_path)
+    inputs = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            "",  # line 1: blank
+            '{"n": 1}',  # line 2 -> index 0: succeeds
+            "",  # line 3: blank
+            "   ",  # line 4: blank
+            '{"n": 2, "fail": true}',  # line 5 -> index 1: the component raises
+            "{}",  # line 6 -> index 2: fails the input schema
+            "{oops",  # line 7 -> index 3: not JSON
+            '{"n": 3}',  # line 8 -> index 4: succeeds
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    ran = batch(flow, inputs, "--output", out, cwd=tmp_path)
+    assert ran.code == 1, ran.err
+    got = records(out)
+    assert got[0] == {"index": 0, "outcome": "success", "result": 2}
+    assert got[4] == {"index": 4, "outcome": "success", "result": 6}
+    failed = {r["index"]: (r["line"], r["error"]["code"]) for r in got if r["outcome"] == "failed"}
+    assert failed == {
+        1: (5, "COMPONENT_FAILED"),
+        2: (6, "INVALID_INPUT"),
+        3: (7, "INVALID_JSON"),
+    }
+    # The record's keys, in order: index, line, outcome, error.
+    assert list(got[1]) == ["index", "line", "outcome", "error"]
+    assert out.read_text(encoding="utf-8").splitlines()[1].startswith('{"index":1,"line":5,')
+
+
+def test_a_result_json_cannot_hold_names_its_line(tmp_path: Path) -> None:
+    """An INVALID_OUTPUT record (NaN in the result) names its line too."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "steps:\n"
+        "  - id: f\n"
+        "    component: /python/pb_nan_component.to_float\n"
+        "    input: {$input: x}\n"
+        "output: {$step: f}\n",
+        encoding="utf-8",
+    )
+    inputs = tmp_path / "in.jsonl"
+    (tmp_path / "pb_nan_component.py").write_text(
+        "def to_float(text):\n    return float(text)\n", encoding="utf-8"
+    )
+    inputs.write_bytes(b'{"x": "1.5"}\n\n{"x": "nan"}\n')
+    out = tmp_path / "out.jsonl"
+    ran = batch(flow, inputs, "--output", out, cwd=tmp_path)
+    assert ran.code == 1, ran.err
+    got = records(out)
+    assert got[0] == {"index": 0, "outcome": "success", "result": 1.5}
+    assert got[1]["error"]["code"] == "INVALID_OUTPUT"
+    assert (got[1]["index"], got[1]["line"]) == (1, 3), got
+
+
+def test_a_bom_at_the_start_of_the_inputs_is_accepted(tmp_path: Path) -> None:
+    """Issue 14: a UTF-8 BOM (as Windows editors write) used to fail line 1."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("output: {$input: x}\n", encoding="utf-8")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_bytes(b'\xef\xbb\xbf{"x": 1}\r\n{"x": 2}\r\n')
+    ran = batch(flow, inputs, cwd=tmp_path)
+    assert ran.code == 0, ran.out + ran.err
+    assert [json.loads(x) for x in ran.out.splitlines()] == [
+        {"index": 0, "outcome": "success", "result": 1},
+        {"index": 1, "outcome": "success", "result": 2},
+    ]
 
 
 def test_a_result_nested_too_deep_to_write_fails_its_record_only(tmp_path: Path) -> None:
@@ -870,3 +960,30 @@ def test_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert ran.summary() == (30, 30, 0)
     for line in ran.err.splitlines():  # plain lines (every 5 s) and the summary only
         assert line.startswith("pocketbatch: "), ran.err
+
+
+def test_a_flow_with_no_output_warns_once_and_runs_no_step(tmp_path: Path) -> None:
+    """Issue 14: as in Stepflow, no output means no step runs (result null); say so."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "steps:\n  - id: boom\n    component: /batchtest/check\n    input: {fail: true}\n",
+        encoding="utf-8",
+    )
+    shutil.copy(DATA / "pb_batch_test_components.py", tmp_path)
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes: {/batchtest: pb_batch_test_components}\n", encoding="utf-8"
+    )
+    inputs = write_lines(tmp_path / "in.jsonl", [{"n": 1}, {"n": 2}])
+    ran = batch(flow, inputs, cwd=tmp_path)
+    assert ran.code == 0, ran.err
+    assert [json.loads(x) for x in ran.out.splitlines()] == [
+        {"index": 0, "outcome": "success", "result": None},
+        {"index": 1, "outcome": "success", "result": None},
+    ]
+    warned = [x for x in ran.err.splitlines() if x.startswith("pocketbatch: warning: ")]
+    assert warned == [
+        f"pocketbatch: warning: {flow}:1:1: the flow has no 'output:', so none of its steps "
+        "(boom) will run: as in Stepflow, only the steps the output needs run (and those "
+        "with 'mustExecute: true'), and each input succeeds with the result null. Add an "
+        "output, e.g. 'output: {$step: boom}'"
+    ]

@@ -707,3 +707,102 @@ async def test_stream_results_stop_pulls_nothing_new_and_finishes_in_flight(
     if ordered:
         assert got == list(range(len(got)))
     assert others() == before
+
+
+# -- iter_batch in sync code (issue 14) ----------------------------------------------------
+
+
+def test_iter_batch_with_a_plain_for_yields_every_pair() -> None:
+    """iter_batch was async-only although the README imports it next to run_batch."""
+    inputs = [{"i": i, "yields": (7 * i) % 5} for i in range(40)]
+    unordered = [(i, r.result) for i, r in iter_batch(DOUBLE, inputs, max_concurrency=6)]
+    assert sorted(unordered) == [(i, {"i": i, "twice": 2 * i}) for i in range(40)]
+    ordered = [i for i, _ in iter_batch(DOUBLE, iter(inputs), max_concurrency=6, ordered=True)]
+    assert ordered == list(range(40))
+
+
+def test_iter_batch_for_pulls_inputs_lazily_and_break_cancels_in_flight() -> None:
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def slow(data: dict[str, Any]) -> int:
+        started.append(data["i"])
+        if data["i"] == 0:
+            return 0
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(data["i"])
+            raise
+        return int(data["i"])
+
+    source = Counted(10_000)
+    pairs = iter_batch(registry_flow(slow), source, max_concurrency=4)
+    for index, result in pairs:
+        assert (index, result.result) == (0, 0)
+        break
+    pairs.close()  # (a for loop's iterator is also closed when it is dropped)
+    assert sorted(cancelled) == sorted(set(started) - {0})  # none left running
+    assert 3 <= len(cancelled) <= 4  # at most max_concurrency were in flight
+    assert source.pulled <= 4 * 4 + 1  # the reorder window, not 10 000
+
+
+def test_iter_batch_for_ends_when_dropped() -> None:
+    cancelled: list[int] = []
+
+    async def hang(data: dict[str, Any]) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(data["i"])
+            raise
+
+    async def first(data: dict[str, Any]) -> Any:
+        return "first" if data["i"] == 0 else await hang(data)
+
+    for _index, _result in iter_batch(registry_flow(first), Counted(100), max_concurrency=3):
+        break
+    gc.collect()
+    assert 2 <= len(cancelled) <= 3  # every item in flight, and only those
+
+
+@pytest.mark.asyncio
+async def test_iter_batch_plain_for_inside_an_event_loop_says_use_async_for() -> None:
+    with pytest.raises(RuntimeError, match="use async for"):
+        for _ in iter_batch(DOUBLE, [{"i": 1}]):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_iter_batch_is_one_kind_of_iteration() -> None:
+    stream = iter_batch(DOUBLE, [{"i": 1}, {"i": 2}], ordered=True)
+    assert (await stream.__anext__())[0] == 0
+    with pytest.raises(RuntimeError, match="already iterated with async for"):
+        next(stream)
+    await stream.aclose()
+
+
+def test_iter_batch_for_failures_are_results_not_exceptions() -> None:
+    got = dict(iter_batch(DOUBLE, [{"i": 0}, {"i": 1, "fail": True}]))
+    assert got[0].ok
+    assert not got[1].ok
+    assert "item 1 fails" in (got[1].error.message if got[1].error else "")
+
+
+@pytest.mark.asyncio
+async def test_evaluate_batch_of_read_lines_gives_failed_results_their_line(tmp_path: Any) -> None:
+    """Issue 14: with inputs read from a file (read_inputs), every failed result knows its
+    line (FlowResult.line, blank lines counted), as run-batch's records do."""
+    from pocketbatch.batch._lines import read_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('\n{"i": 1}\n\n{"i": 2, "fail": true}\nnot json\n', encoding="utf-8")
+    results = await asyncio.wait_for(evaluate_batch(DOUBLE, read_inputs(path)), TIMEOUT)
+    assert [(r.outcome, r.line) for r in results] == [
+        ("success", 2),
+        ("failed", 4),
+        ("failed", 5),
+    ]
+    assert results[1].error is not None
+    assert results[1].error.code == "COMPONENT_FAILED"
+    assert results[0].to_dict() == {"outcome": "success", "result": {"i": 1, "twice": 2}}

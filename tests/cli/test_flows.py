@@ -893,3 +893,21 @@ def test_installed_console_script() -> None:
         check=False,
     )
     assert (failed.returncode, failed.stdout) == (2, "")
+
+
+def test_validate_warns_when_no_step_will_run(tmp_path: Path) -> None:
+    """Issue 14: a flow with no output ran zero steps and validate said ok, silently."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: quiet\nsteps:\n  - id: a\n    component: /builtin/noop\n    input: {}\n",
+        encoding="utf-8",
+    )
+    ran = cli("validate", flow)
+    assert ran.code == 0, ran.err
+    assert ran.out == f"{flow}: ok (quiet: 1 step, data-flow, 0 test cases, 1 warning)\n"
+    assert ran.err.startswith(
+        f"pocketbatch: warning: {flow}:2:1: the flow has no 'output:', so none of its "
+        "steps (a) will run"
+    ), ran.err
+    assert "Traceback" not in ran.err
+    assert ran.err.count("\n") == 1

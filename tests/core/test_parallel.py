@@ -932,3 +932,73 @@ def test_valid_options_are_kept(factory: Any) -> None:
         None,
         "raise",
     )
+
+
+# -- workers are created lazily --------------------------------------------------------------
+
+
+def _count_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count every task created on ``loop`` from now on (a one-element list)."""
+    created = [0]
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created[0] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    return created
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("face", ["map", "stream", "stream-async-source"])
+async def test_a_huge_limit_over_few_items_creates_a_worker_per_item_at_most(face: str) -> None:
+    """--max-concurrent 1000000 over 3 inputs: 3 workers, not a million (it took 21 s, 1.1 GB)."""
+    from pocketbatch.core._parallel import bounded_map, bounded_stream
+
+    async def echo(index: int, item: int) -> int:
+        await asyncio.sleep(0)
+        return item
+
+    async def agen() -> AsyncIterator[int]:
+        for n in range(3):
+            yield n
+
+    loop = asyncio.get_running_loop()
+    created = _count_tasks(loop)
+    try:
+        if face == "map":
+            got = await bounded_map(echo, iter(range(3)), limit=10**6, collect=False)
+            assert got == [0, 1, 2]
+        else:
+            source: Any = agen() if face.endswith("async-source") else iter(range(3))
+            pairs = [p async for p in bounded_stream(echo, source, limit=10**6, ordered=True)]
+            assert pairs == [(0, 0), (1, 1), (2, 2)]
+    finally:
+        loop.set_task_factory(None)
+    # One worker per item; the stream adds its one pool task.
+    assert created[0] <= 3 + (face != "map")
+
+
+@pytest.mark.asyncio
+async def test_workers_are_reused_not_made_per_item() -> None:
+    """1000 items at limit 4: 4 workers, each pulling item after item."""
+    from pocketbatch.core._parallel import bounded_map
+
+    tracker = Tracker()
+
+    async def item(index: int, n: int) -> int:
+        tracker.in_flight += 1
+        tracker.peak = max(tracker.peak, tracker.in_flight)
+        await asyncio.sleep(0)
+        tracker.in_flight -= 1
+        return n
+
+    loop = asyncio.get_running_loop()
+    created = _count_tasks(loop)
+    try:
+        got = await bounded_map(item, (n for n in range(1000)), limit=4, collect=False)
+    finally:
+        loop.set_task_factory(None)
+    assert got == list(range(1000))
+    assert tracker.peak == 4
+    assert created[0] == 4

@@ -481,6 +481,63 @@ async def test_http_json_is_parsed_only_for_json_content(
     assert (out["status_code"], out["body"], out["json"]) == (500, body, parsed)
 
 
+def _redirecting(hops: int) -> Callable[[Recorded], Reply]:
+    """``/hop/N`` answers 302 to ``/hop/N+1`` until ``hops``, then the JSON echo."""
+
+    def reply(req: Recorded) -> Reply:
+        path = urlsplit(req.path).path
+        if path.startswith("/hop/") and int(path.rsplit("/", 1)[1]) < hops:
+            following = f"/hop/{int(path.rsplit('/', 1)[1]) + 1}"
+            return 302, {"Location": following, "Content-Type": "text/plain"}, b"moved"
+        return default_reply(req)
+
+    return reply
+
+
+@pytest.mark.asyncio
+async def test_http_redirects_are_not_followed_by_default_as_in_httpx(server: StubServer) -> None:
+    server.reply = _redirecting(3)
+    out = await HttpRequest()({"url": f"{server.url}/hop/0"}, make_ctx())
+    assert (out["status_code"], out["headers"]["location"]) == (302, "/hop/1")
+    assert [urlsplit(r.path).path for r in server.requests] == ["/hop/0"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("in_a_run", [False, True])
+async def test_http_follow_redirects_follows_every_hop(server: StubServer, in_a_run: bool) -> None:
+    """Issue 14: /http/request could not follow redirects at all."""
+    from pocketbatch.loader._services import RunServices
+
+    server.reply = _redirecting(3)
+    request = {"url": f"{server.url}/hop/0", "follow_redirects": True}
+    if in_a_run:  # on the run's pooled client
+        async with RunServices() as services:
+            context = make_ctx()
+            context.services = services
+            out = await HttpRequest()(request, context)
+    else:
+        out = await HttpRequest()(request, make_ctx())
+    assert out["status_code"] == 200
+    assert out["json"]["path"] == "/hop/3"
+    paths = [urlsplit(r.path).path for r in server.requests]
+    assert paths == ["/hop/0", "/hop/1", "/hop/2", "/hop/3"]
+
+
+@pytest.mark.asyncio
+async def test_http_a_redirect_loop_fails_with_a_message(server: StubServer) -> None:
+    server.reply = _redirecting(1000)
+    err = await fails(HttpRequest(), {"url": f"{server.url}/hop/0", "follow_redirects": True})
+    assert err.code == "COMPONENT_FAILED"
+    assert "redirect" in err.message
+    assert len(server.requests) == 21  # the first request and 20 redirects
+
+
+@pytest.mark.asyncio
+async def test_http_follow_redirects_must_be_a_boolean() -> None:
+    err = await fails(HttpRequest(), {"url": "http://127.0.0.1/", "follow_redirects": "yes"})
+    assert err.message == "/http/request: 'follow_redirects' must be a boolean, got str"
+
+
 @pytest.mark.asyncio
 async def test_http_connection_refused_is_unreachable(closed_port: int) -> None:
     err = await fails(HttpRequest(), {"url": f"http://127.0.0.1:{closed_port}/x"})

@@ -497,6 +497,30 @@ async def test_a_redirect_from_an_allowed_host_to_a_denied_one_is_refused(
     assert target.seen == []
 
 
+@pytest.mark.asyncio
+async def test_http_request_following_redirects_checks_every_hop(
+    stubs: Callable[[], Stub],
+) -> None:
+    """With follow_redirects (issue 14) each hop goes through the guarded transport: an
+    allowed hop is followed, a hop to a refused address fails before it connects."""
+    final, middle, target, start = stubs(), stubs(), stubs(), stubs()
+    middle.redirect_to = f"{final.url}/end"
+    start.redirect_to = f"{middle.url}/next"
+    policy = NetworkPolicy.for_server(
+        allow_hosts=[f"127.0.0.1:{p}" for p in (start.port, middle.port, final.port)]
+    )
+    out = await HttpRequest()({"url": f"{start.url}/go", "follow_redirects": True}, ctx(policy))
+    assert out["status_code"] == 200
+    assert [s.path for s in (*start.seen, *middle.seen, *final.seen)] == ["/go", "/next", "/end"]
+
+    start.redirect_to = f"{target.url}/secret"  # not an allowed host
+    error = await refused(
+        HttpRequest(), {"url": f"{start.url}/go", "follow_redirects": True}, ctx(policy)
+    )
+    assert f"127.0.0.1:{target.port}" in error.message
+    assert target.seen == []
+
+
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 

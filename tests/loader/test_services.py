@@ -320,9 +320,27 @@ async def test_the_pool_is_split_into_small_ones_and_requests_go_to_the_least_bu
     async with RunServices(ServiceSettings(max_connections=64)) as services:
         transport = services.client(None)._transport
         assert isinstance(transport, ShardedTransport)
+        # (issue 14: the 16 pools are made as requests need them, not up front)
+        assert (transport.max_pools, len(transport.pools)) == (16, 0)
+        for _ in range(64):  # 64 requests in flight fill 16 pools of 4
+            transport._busy[transport._pick()] += 1
         assert len(transport.pools) == 16
-        transport._busy[0] = 1  # pool 0 is sending: the next request goes elsewhere
-        assert min(range(16), key=transport._busy.__getitem__) == 1
+        assert transport._busy == [4] * 16
+        transport._busy[5] -= 1  # pool 5 finished one: the next request goes there
+        assert transport._pick() == 5
+
+
+def test_a_huge_pool_size_makes_no_pool_up_front() -> None:
+    """--max-concurrent 1000000 made 250 000 pools (each with its own SSL context, about
+    40 ms) before the first request: now pools come one at a time, as needed."""
+    from pocketbatch.loader._transport import ShardedTransport
+
+    transport = ShardedTransport(10**6)
+    assert (transport.max_pools, transport.pools) == (250_000, [])
+    for _ in range(9):
+        transport._busy[transport._pick()] += 1
+    assert len(transport.pools) == 3  # 9 requests in flight, 4 per pool
+    assert len({id(pool._pool._ssl_context) for pool in transport.pools}) == 1
 
 
 @pytest.mark.asyncio
@@ -342,6 +360,8 @@ async def test_the_small_pools_share_one_tls_context(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(ssl, "create_default_context", counted)
     transport = ShardedTransport(64)
+    for _ in range(64):  # every pool made (lazily, as requests need them)
+        transport._busy[transport._pick()] += 1
     assert len(transport.pools) == 16
     assert len(made) == 1
     await transport.aclose()
