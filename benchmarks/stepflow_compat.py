@@ -25,6 +25,12 @@ What it does:
 4. prints one line per case (``PASS``/``FAIL``, the file, the case, and for a
    failure its reason), then the totals and the failures counted by cause.
 
+The configs' workers run ``uv --project ../../sdks/python/stepflow-py run ...``; the
+checkout's ``sdks/python/.python-version`` asks uv for CPython 3.13, which uv would
+download from GitHub. Unless ``UV_PYTHON`` is set, the script points uv at the Python
+running it (``UV_PYTHON``, ``UV_PYTHON_DOWNLOADS=never``): the configs stay as
+written, uv still installs the SDK and its dependencies from PyPI.
+
 Each file's cases run with a time limit (``--timeout``, default 300 s): a hung worker
 fails that file's remaining cases with ``timeout`` and the run goes on. The exit
 code is 0 (the script measures; it does not judge).
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import sys
@@ -166,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = parser.parse_args(argv)
+    if "UV_PYTHON" not in os.environ:  # not the .python-version's 3.13, a download
+        os.environ["UV_PYTHON"] = sys.executable
+        os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
     if not (args.source / "tests").is_dir():
         parser.error(f"{args.source}: not a Stepflow checkout (no tests/ folder)")
 

@@ -71,6 +71,17 @@ def discover(paths: list[str]) -> list[tuple[Path, bool]]:
     return found
 
 
+def _has_tests(path: Path) -> bool:
+    """Whether a file found in a folder has a top-level ``test:`` key (read as text:
+    the other YAML files of a project, Kubernetes manifests, compose files, are passed
+    over without being loaded, so they give no warnings)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r"^test\s*:", text, re.MULTILINE) is not None
+
+
 def _declares_flow(path: Path) -> bool:
     """Whether a file that failed to load says it is a flow (Stepflow's schema key,
     or top-level ``steps:``): then it is an error, not a file to pass over."""
@@ -113,6 +124,8 @@ def test(args: argparse.Namespace) -> int:
     single = len(files) == 1 and files[0][1]
     tally = _Tally()
     for path, given in files:
+        if not given and not _has_tests(path):
+            continue
         try:
             flow = load_flow_from(args, str(path))
         except PocketbatchError as exc:

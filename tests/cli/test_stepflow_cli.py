@@ -320,12 +320,18 @@ def test_test_a_folder_runs_every_flow_with_cases_under_it(tmp_path: Path) -> No
     (tmp_path / "failing.yaml").write_bytes(FAILING.read_bytes())
     (tmp_path / "not-a-flow.yaml").write_text("just: data\n", encoding="utf-8")
     (tmp_path / "stepflow-config.yml").write_text("plugins: {}\n", encoding="utf-8")
+    # A flow without test cases, and a manifest beside them (as in Stepflow's
+    # examples/): passed over without loading, so no warning and no error.
+    (tmp_path / "no-tests.yaml").write_text("steps:\n  - {id: a}\n", encoding="utf-8")
+    (tmp_path / "deploy.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n", encoding="utf-8")
     ran = run_cli("test", tmp_path)
     assert ran.returncode == 1, ran.stderr
     lines = ran.stdout.splitlines()
     assert f"== {tmp_path / 'failing.yaml'}" in lines
     assert f"== {tmp_path / 'sub' / 'greet.yaml'}" in lines
     assert lines[-1] == "total: 5 passed, 2 failed (2 files)"
+    assert "warning" not in ran.stderr
+    assert "ERROR" not in ran.stdout
 
 
 def test_test_a_folder_without_cases_is_an_error(tmp_path: Path) -> None:
