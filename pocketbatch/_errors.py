@@ -244,4 +244,3 @@ class MissingExtraError(PocketbatchError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.feature, self.extra), self.__dict__)
-

@@ -68,17 +68,23 @@ class WorkerComponent:
 
         hub = hub_for(ctx.services)
         runtime = await hub.runtime(self.plugin)
-        retries = 0
+        retries = 0  # transport retries of this call (listing and task together)
+
+        async def after(failure: TransportFailure) -> None:
+            """Wait and restart the worker for the next attempt, or give up."""
+            nonlocal retries
+            if retries >= self.plugin.transport_max_retries:
+                raise ComponentError(failure.code, failure.message) from None
+            retries += 1
+            await asyncio.sleep(self.plugin.backoff.delay(retries))
+            await runtime.prepare_for_retry(failure.generation)
+
         while True:
             try:
                 components = await runtime.components()
                 break
             except TransportFailure as failure:
-                if retries >= self.plugin.transport_max_retries:
-                    raise ComponentError(failure.code, failure.message) from None
-                retries += 1
-                await asyncio.sleep(self.plugin.backoff.delay(retries))
-                await runtime.prepare_for_retry(failure.generation)
+                await after(failure)
         found = match_component(components, self.subpath)
         if found is None and self.fallback is not None:
             return await self.fallback(input, ctx)
@@ -110,9 +116,5 @@ class WorkerComponent:
                 try:
                     return await runtime.submit(task, self.plugin.queue_timeout)
                 except TransportFailure as failure:
-                    if retries >= self.plugin.transport_max_retries:
-                        raise ComponentError(failure.code, failure.message) from None
-                    retries += 1
-                    await asyncio.sleep(self.plugin.backoff.delay(retries))
-                    await runtime.prepare_for_retry(failure.generation)
+                    await after(failure)
                     attempt += 1
