@@ -100,7 +100,9 @@ class UnknownActionError(FlowDefinitionError):
 class LoadError(PocketbatchError, ValueError):
     """A flow file or config file cannot be loaded.
 
-    Raised by :func:`pocketbatch.load_flow` for YAML syntax errors, unknown keys,
+    Raised by :func:`pocketbatch.load_flow` for YAML syntax errors, wrong types,
+    unknown keys in a ``pocketbatch.yaml`` (keys Stepflow ignores in a flow or a
+    ``stepflow-config.yml`` are :class:`~pocketbatch.LoadWarning` s instead),
     references to unknown steps, reference cycles, unknown components, ``next``
     targets that do not exist and invalid expressions. ``str(error)`` leads with
     ``file:line:column`` and names the step, so editors can jump to it.
@@ -131,15 +133,28 @@ class LoadError(PocketbatchError, ValueError):
         self.line = line
         self.column = column
         self.step = step
-        where = ":".join(str(p) for p in (file, line, column) if p is not None)
-        text = f"step {step!r}: {message}" if step is not None else message
-        super().__init__(f"{where}: {text}" if where else text)
+        super().__init__(located(message, file, line, column, step))
 
     def __reduce__(self) -> tuple[Any, ...]:
         rebuild = partial(
             type(self), file=self.file, line=self.line, column=self.column, step=self.step
         )
         return (rebuild, (self.message,), self.__dict__)
+
+
+def located(
+    message: str, file: str | None, line: int | None, column: int | None, step: str | None
+) -> str:
+    """``file:line:column: step 'id': message``, leaving out what is not known (the text
+    of a :class:`LoadError` and of a :class:`~pocketbatch.LoadWarning`).
+
+    Example:
+        >>> located("bad", "f.yaml", 3, None, "s")
+        "f.yaml:3: step 's': bad"
+    """
+    where = ":".join(str(p) for p in (file, line, column) if p is not None)
+    text = f"step {step!r}: {message}" if step is not None else message
+    return f"{where}: {text}" if where else text
 
 
 class ComponentError(PocketbatchError):

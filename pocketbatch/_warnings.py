@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from pocketbatch._errors import LoadError
+from pocketbatch._errors import LoadError, located
 
 __all__ = ("LoadWarning", "PocketbatchWarning")
 
@@ -73,9 +73,7 @@ class LoadWarning(PocketbatchWarning):
         self.line = line
         self.column = column
         self.step = step
-        where = ":".join(str(p) for p in (file, line, column) if p is not None)
-        text = f"step {step!r}: {message}" if step is not None else message
-        super().__init__(f"{where}: {text}" if where else text)
+        super().__init__(located(message, file, line, column, step))
 
     def __reduce__(self) -> tuple[Any, ...]:
         rebuild = partial(
