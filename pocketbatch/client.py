@@ -311,6 +311,7 @@ class Client(_ClientBase["httpx.Client"]):
         inputs: str | os.PathLike[str] | Iterable[Any],
         *,
         max_concurrent: int = 16,
+        on_warning: Callable[[str], object] | None = None,
     ) -> str:
         """Submit a batch; its id. Returns once the server has stored the inputs.
 
@@ -320,12 +321,17 @@ class Client(_ClientBase["httpx.Client"]):
                 record ``run-batch`` gives it: a bad line becomes a failed record naming
                 its line), or the inputs themselves (a list).
             max_concurrent: inputs of this batch in flight at once.
+            on_warning: called with each of the flow's warnings the server found (keys
+                Stepflow ignores, a flow whose steps will not run), as
+                ``file:line:column: ...`` text; the batch runs all the same.
 
         Example:
-            >>> client.submit_batch("flow.yaml", [{"n": 1}, {"n": 2}])  # doctest: +SKIP
+            >>> client.submit_batch("flow.yaml", [{"n": 1}, {"n": 2}],
+            ...                     on_warning=print)  # doctest: +SKIP
             '5bde5c0ab7154c3dbdc4ae11ce2bc649'
         """
-        return str(self._send(self._submit(flow, inputs, max_concurrent))["batch_id"])
+        created = self._send(self._submit(flow, inputs, max_concurrent))
+        return _created(created, on_warning)
 
     def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """A batch's status and counts (``status``, ``total``, ``done``, ``failed``, ...).
@@ -470,9 +476,11 @@ class AsyncClient(_ClientBase["httpx.AsyncClient"]):
         inputs: str | os.PathLike[str] | Iterable[Any],
         *,
         max_concurrent: int = 16,
+        on_warning: Callable[[str], object] | None = None,
     ) -> str:
         """See :meth:`Client.submit_batch`."""
-        return str((await self._send(self._submit(flow, inputs, max_concurrent)))["batch_id"])
+        created = await self._send(self._submit(flow, inputs, max_concurrent))
+        return _created(created, on_warning)
 
     async def get_batch(self, batch_id: str, *, retry: bool = False) -> dict[str, Any]:
         """See :meth:`Client.get_batch`."""
@@ -535,3 +543,11 @@ class AsyncClient(_ClientBase["httpx.AsyncClient"]):
             async for line in self.outputs(batch_id, wait=wait):
                 out.write(line + b"\n")
         return out.count
+
+
+def _created(created: Any, on_warning: Callable[[str], object] | None) -> str:
+    """The new batch's id, after handing each of the server's warnings to ``on_warning``."""
+    if on_warning is not None:
+        for warning in created.get("warnings") or ():
+            on_warning(str(warning))
+    return str(created["batch_id"])

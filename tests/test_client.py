@@ -601,3 +601,23 @@ def test_a_bom_and_blank_lines_give_run_batchs_records_naming_their_lines(
         as_text = client.submit_batch(flow, [{"n": 1}, {"m": 2}])  # a list: line = index + 1
         listed = [json.loads(x) for x in client.outputs(as_text, wait=True)]
     assert listed[1]["line"] == 2
+
+
+def test_submit_batch_prints_the_servers_warnings(server: Server, tmp_path: Path) -> None:
+    """The server finds a key Stepflow ignores in the submitted flow: submit-batch prints
+    it on stderr as every local command does (the batch id alone on stdout), and the
+    Python client hands it to on_warning."""
+    flow = tmp_path / "echo.yaml"
+    flow.write_text("output: {$input: n}\ndepends_on: [x]\n", encoding="utf-8")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"n": 1}\n', encoding="utf-8")
+    ran = pb("submit-batch", "--url", server.url, "--flow", flow, "--inputs", inputs)
+    assert ran.code == 0, ran.err
+    assert list(json.loads(ran.out)) == ["batch_id"]
+    assert "pocketbatch: warning: <string>:2:1: unknown key 'depends_on' in the flow" in ran.err
+    seen: list[str] = []
+    with Client(server.url) as client:
+        batch_id = client.submit_batch(flow, [{"n": 2}], on_warning=seen.append)
+        assert client.wait(batch_id)["status"] == "completed"
+    (warning,) = seen
+    assert "depends_on" in warning

@@ -150,6 +150,11 @@ def _records_and_exit(args: argparse.Namespace, client: Client, batch_id: str) -
     return EXIT_FAILED if batch["failed"] else EXIT_OK
 
 
+def _print_warning(warning: str) -> None:
+    """A warning the server found in the submitted flow, as every command prints one."""
+    print(f"pocketbatch: warning: {warning}", file=sys.stderr, flush=True)
+
+
 def submit_batch(args: argparse.Namespace) -> int:
     """``submit-batch`` (and ``submit``, which waits). Without ``--wait`` the one line
     ``{"batch_id": ...}`` goes to stdout whatever ``--output`` says (the records are
@@ -165,7 +170,9 @@ def submit_batch(args: argparse.Namespace) -> int:
         if args.output and not piped and Path(args.output).resolve() == Path(args.inputs).resolve():
             raise UsageError("--output must not be the --inputs file")
     with spooled(args.inputs) as inputs, _client(args) as client:
-        batch_id = client.submit_batch(flow, inputs, max_concurrent=args.max_concurrent)
+        batch_id = client.submit_batch(
+            flow, inputs, max_concurrent=args.max_concurrent, on_warning=_print_warning
+        )
     if not args.wait:
         print(dump_json({"batch_id": batch_id}), flush=True)
         if args.output:
