@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, dump_json, open_step_cache
+from pocketbatch.cli._common import EXIT_FAILED, EXIT_OK, UsageError, open_step_cache
 from pocketbatch.cli._inputs import check_output, load_flow_from, read_input
 
 __all__ = ("run", "validate", "visualize")
@@ -24,27 +25,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if cache is not None:
             cache.close()
-    try:
-        line = dump_json(result.to_dict())
-    except ValueError:  # NaN or Infinity in the result: not JSON
-        from pocketbatch._result import FlowResult
+    # As run-batch writes a record: orjson's layout, and a result JSON cannot hold
+    # (a set, an object, NaN, nesting too deep) is an INVALID_OUTPUT failure.
+    from pocketbatch.batch._jsonl import encode_record
 
-        message = "the result holds NaN or Infinity, which JSON cannot represent"
-        result = FlowResult.failed("INVALID_OUTPUT", message)
-        line = dump_json(result.to_dict())
-    _write(line, args.output)
+    encoded, invalid = encode_record(result.to_dict())
+    _write(encoded.decode("utf-8"), args.output)
+    if invalid:
+        message = json.loads(encoded)["error"]["message"]
+        print(f"pocketbatch: the flow failed: {message}", file=sys.stderr)
+        return EXIT_FAILED
     if not result.ok:
         detail = result.error.message if result.error else result.outcome
         print(f"pocketbatch: the flow {result.outcome}: {detail}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def validate(args: argparse.Namespace) -> int:
-    from pocketbatch.loader._lint import flow_warnings
-
     flow = load_flow_from(args)  # (its warnings are printed on stderr)
     mode = "control-flow" if flow.spec.control_flow else "data-flow"
-    warned = len(flow_warnings(flow.spec))
+    warned = len(flow.warnings)
     warnings = f", {_count(warned, 'warning')}" if warned else ""
     print(
         f"{args.flow}: ok ({flow.name}: {_count(len(flow.spec.steps), 'step')}, {mode}, "

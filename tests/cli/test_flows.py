@@ -911,3 +911,39 @@ def test_validate_warns_when_no_step_will_run(tmp_path: Path) -> None:
     ), ran.err
     assert "Traceback" not in ran.err
     assert ran.err.count("\n") == 1
+
+
+def test_validate_counts_every_warning(tmp_path: Path) -> None:
+    """validate's summary counted only the no-output warning, not the keys Stepflow
+    ignores that it printed just above."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: k\ndepends_on: []\noutput: {$input: n}\n", encoding="utf-8")
+    ran = cli("validate", flow)
+    assert ran.code == 0, ran.err
+    assert ran.out == f"{flow}: ok (k: 0 steps, data-flow, 0 test cases, 1 warning)\n"
+    assert "unknown key 'depends_on'" in ran.err
+
+
+def test_run_writes_its_result_as_run_batch_writes_a_record(tmp_path: Path) -> None:
+    """run printed with json.dumps(default=str): a set became a string and a success,
+    a float another layout than run-batch's; now the same bytes and INVALID_OUTPUT."""
+    (tmp_path / "comps.py").write_text(
+        "def tags(data):\n    return {'tags': {1}}\n\n"
+        "def tiny(data):\n    return {'x': 1e-07, 'big': 2**70}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pocketbatch.yaml").write_text("routes:\n  /c: comps\n", encoding="utf-8")
+    for name in ("tags", "tiny"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"steps:\n  - {{id: s, component: /c/{name}, input: {{}}}}\noutput: {{$step: s}}\n",
+            encoding="utf-8",
+        )
+    tags = cli("run", "--flow", tmp_path / "tags.yaml", "--input", "{}", cwd=tmp_path)
+    assert tags.code == 1, tags.err
+    record = json.loads(tags.out)
+    assert record["outcome"] == "failed"
+    assert record["error"]["code"] == "INVALID_OUTPUT"
+    assert "the flow failed: the result is not JSON" in tags.err
+    tiny = cli("run", "--flow", tmp_path / "tiny.yaml", "--input", "{}", cwd=tmp_path)
+    assert tiny.code == 0, tiny.err
+    assert tiny.out == '{"outcome":"success","result":{"x":1e-7,"big":1180591620717411303424}}\n'
