@@ -153,18 +153,23 @@ def test_ctrl_c_of_run_batch_to_stdout_does_not_suggest_resume(tmp_path: Path) -
 
 
 def test_ctrl_c_during_a_single_run_is_one_line_and_130(tmp_path: Path) -> None:
+    # The component says "ready" once the run is under way: a Ctrl-C before main()
+    # had started (the old "ready" came from the -c script) is Python's own, -2.
+    (tmp_path / "waiting.py").write_text(
+        "import asyncio, sys\n\n\nasync def wait(data):\n"
+        "    print('ready', file=sys.stderr, flush=True)\n"
+        "    await asyncio.sleep(30)\n    return data\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pocketbatch.yaml").write_text("routes:\n  /t: waiting\n", encoding="utf-8")
     flow = tmp_path / "slow.yaml"
-    flow.write_text(SLOW, encoding="utf-8")
+    flow.write_text(SLOW.replace("/builtin/sleep", "/t/wait"), encoding="utf-8")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, pocketbatch.cli as c; print('ready', file=sys.stderr, flush=True); "
-            f"sys.exit(c.main(['run', '--flow', {str(flow)!r}, '--input-json', '{{}}']))",
-        ],
+        [sys.executable, "-m", "pocketbatch", "run", "--flow", str(flow), "--input-json", "{}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
     try:
         read_stderr_until(proc, "ready")
