@@ -215,9 +215,7 @@ _worker_limits: LimiterClient | None = None
 
 
 def _init_worker(
-    source: FlowRecipe | BaseNode,
-    settings: ServiceSettings | None = None,
-    limits: Address | None = None,
+    source: FlowRecipe | BaseNode, settings: ServiceSettings | None, limits: Address
 ) -> None:
     global _worker_run, _worker_loop, _worker_services, _worker_limits
     import signal
@@ -233,13 +231,9 @@ def _init_worker(
     signal.set_wakeup_fd(-1)
 
     flow = source.load() if isinstance(source, FlowRecipe) else source
-    if limits is None:
-        _worker_services = RunServices(settings)
-    else:  # the parent's limiters, and its clock for the retry waits
-        _worker_limits = LimiterClient(limits)
-        _worker_services = RunServices(
-            settings, providers=_worker_limits, sleep=_worker_limits.sleep
-        )
+    # The parent's limiters, and its clock for the retry waits.
+    _worker_limits = LimiterClient(limits)
+    _worker_services = RunServices(settings, providers=_worker_limits, sleep=_worker_limits.sleep)
     _worker_run = flow_runner(flow, services=_worker_services)
     _worker_loop = asyncio.new_event_loop()
     Finalize(None, _close_worker, exitpriority=10)  # run as the worker process exits
@@ -329,11 +323,10 @@ class ProcessExecutor:
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
-        assert self._host is not None, "the executor is not entered"
+        address = self._host.address if self._host is not None else None
+        assert address is not None, "the executor is not entered"
         return ProcessPoolExecutor(
-            workers,
-            initializer=_init_worker,
-            initargs=(self._source, self._settings, self._host.address),
+            workers, initializer=_init_worker, initargs=(self._source, self._settings, address)
         )
 
     async def __aenter__(self) -> Self:

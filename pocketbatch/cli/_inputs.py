@@ -47,11 +47,11 @@ def _read_text(path: str, what: str) -> str:
         raise UsageError(f"{what}: {exc}") from None
 
 
-def _json_text(text: str, what: str) -> Any:
+def _json_text(text: str, what: str, hint: str = "") -> Any:
     try:
         return check_finite(strict_json(text, what), what)
     except ValueError as exc:
-        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+        raise UsageError(f"{what} is not valid JSON: {exc}{hint}") from None
 
 
 def _is_file(text: str) -> bool:
@@ -73,13 +73,8 @@ def read_input(args: argparse.Namespace) -> Any:
     if args.input is not None:
         if _is_file(args.input):
             return _document(_read_text(args.input, "--input"), args.input, "--input")
-        try:
-            value = strict_json(args.input, "--input")
-        except ValueError as exc:
-            raise UsageError(
-                f"--input is not valid JSON: {exc} (nor a file: --input takes a file or JSON text)"
-            ) from None
-        return check_finite(value, "--input")
+        hint = " (nor a file: --input takes a file or JSON text)"
+        return _json_text(args.input, "--input", hint)
     if args.input_json is not None:
         return _json_text(args.input_json, "--input-json")
     if args.input_yaml is not None:
@@ -199,8 +194,6 @@ def load_flow_from(args: argparse.Namespace, flow: str | None = None) -> LoadedF
     read from the environment (see :func:`from_env`). Its warnings (keys Stepflow
     ignores) are printed to stderr as ``pocketbatch: warning: file:line:column: ...``;
     with ``--strict`` the first one is a load error instead."""
-    import sys
-
     from pocketbatch.loader import load_flow
 
     path = Path(flow if flow is not None else args.flow)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 __all__ = ("build_parser", "finish_args")
 
 _STDIN_NOTE = "- or /dev/stdin (or any pipe) reads stdin"
+_CACHE_HELP = (
+    "the SQLite file where 'cache: true' steps keep their answers "
+    "(default: .pocketbatch-cache.sqlite in the flow's folder, when a step says cache)"
+)
 
 
 def finish_args(parser: _Parser, args: argparse.Namespace) -> argparse.Namespace:
@@ -48,9 +52,8 @@ def build_parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def flow_options(cmd: argparse.ArgumentParser, *, positional: bool | None) -> None:
-        if positional is None:  # the command takes its own flow arguments
-            pass
-        elif positional:
+        # positional=None: the command takes its own flow arguments
+        if positional:
             cmd.add_argument("flow", nargs="?", help="the flow file (YAML or JSON)")
             cmd.add_argument(
                 "--flow",
@@ -58,7 +61,7 @@ def build_parser() -> _Parser:
                 metavar="FLOW",
                 help="the flow file (Stepflow's spelling)",
             )
-        else:
+        elif positional is not None:
             cmd.add_argument("--flow", required=True, help="the flow file (YAML or JSON)")
         cmd.add_argument(
             "--config",
@@ -100,21 +103,38 @@ def build_parser() -> _Parser:
             "as Stepflow does",
         )
 
-    def cache_options(cmd: argparse.ArgumentParser) -> None:
+    def cache_options(
+        cmd: argparse.ArgumentParser,
+        where_help: str = _CACHE_HELP,
+        *,
+        refresh: bool = True,
+    ) -> None:
         where = cmd.add_mutually_exclusive_group()
-        where.add_argument(
-            "--cache",
-            metavar="PATH",
-            help="the SQLite file where 'cache: true' steps keep their answers "
-            "(default: .pocketbatch-cache.sqlite in the flow's folder, when a step says cache)",
-        )
+        where.add_argument("--cache", metavar="PATH", help=where_help)
         where.add_argument(
             "--no-cache", action="store_true", help="'cache: true' steps call every time"
         )
+        if refresh:
+            cmd.add_argument(
+                "--refresh-cache",
+                action="store_true",
+                help="ignore the stored answers of 'cache: true' steps, but store the new ones",
+            )
+
+    def rate_options(cmd: argparse.ArgumentParser, requests_help: str, tokens_help: str) -> None:
+        for flag, help_text in (
+            ("--requests-per-minute", requests_help),
+            ("--tokens-per-minute", tokens_help),
+        ):
+            cmd.add_argument(flag, type=_positive_number, metavar="N", help=help_text)
+
+    def executor_option(cmd: argparse.ArgumentParser, help_text: str) -> None:
         cmd.add_argument(
-            "--refresh-cache",
-            action="store_true",
-            help="ignore the stored answers of 'cache: true' steps, but store the new ones",
+            "--executor",
+            type=_executor_kind,
+            default="async",
+            metavar="async|process|ray|ray://HOST:PORT",
+            help=help_text,
         )
 
     batch = sub.add_parser(
@@ -149,12 +169,9 @@ def build_parser() -> _Parser:
         help="with --resume: continue even though the flow, its config or the inputs "
         "changed since the first run (the output then mixes records of both)",
     )
-    batch.add_argument(
-        "--executor",
-        type=_executor_kind,
-        default="async",
-        metavar="async|process|ray|ray://HOST:PORT",
-        help="where items run: this process (async, default), a process pool, "
+    executor_option(
+        batch,
+        "where items run: this process (async, default), a process pool, "
         "a local Ray instance, or a Ray cluster",
     )
     batch.add_argument(
@@ -174,18 +191,11 @@ def build_parser() -> _Parser:
         "--workers", type=_positive, metavar="N", help="processes for --executor process"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
-    batch.add_argument(
-        "--requests-per-minute",
-        type=_positive_number,
-        metavar="N",
-        help="limit each LLM provider the flow calls to N requests a minute "
+    rate_options(
+        batch,
+        "limit each LLM provider the flow calls to N requests a minute "
         "(default: learned from its x-ratelimit-* headers; shared by all the workers)",
-    )
-    batch.add_argument(
-        "--tokens-per-minute",
-        type=_positive_number,
-        metavar="N",
-        help="limit each LLM provider to N tokens a minute (estimated before sending: "
+        "limit each LLM provider to N tokens a minute (estimated before sending: "
         "characters / 4 plus max_tokens)",
     )
     cache_options(batch)
@@ -201,15 +211,11 @@ def build_parser() -> _Parser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=7837, help="port (7837)")
     serve.add_argument("--db", default="pocketbatch.db", help="the SQLite store (pocketbatch.db)")
-    serve_cache = serve.add_mutually_exclusive_group()
-    serve_cache.add_argument(
-        "--cache",
-        metavar="PATH",
-        help="where submitted flows' 'cache: true' steps keep their answers "
+    cache_options(
+        serve,
+        "where submitted flows' 'cache: true' steps keep their answers "
         "(default: DB.cache.sqlite beside --db)",
-    )
-    serve_cache.add_argument(
-        "--no-cache", action="store_true", help="'cache: true' steps call every time"
+        refresh=False,
     )
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (or POCKETBATCH_TOKEN)"
@@ -218,18 +224,11 @@ def build_parser() -> _Parser:
         "--config",
         help="components for submitted flows: a pocketbatch.yaml or a Stepflow stepflow-config.yml",
     )
-    serve.add_argument(
-        "--requests-per-minute",
-        type=_positive_number,
-        metavar="N",
-        help="limit each LLM provider submitted flows call to N requests a minute, for all "
+    rate_options(
+        serve,
+        "limit each LLM provider submitted flows call to N requests a minute, for all "
         "batches and runs together (default: learned from its x-ratelimit-* headers)",
-    )
-    serve.add_argument(
-        "--tokens-per-minute",
-        type=_positive_number,
-        metavar="N",
-        help="limit each LLM provider to N tokens a minute, for all batches and runs together",
+        "limit each LLM provider to N tokens a minute, for all batches and runs together",
     )
     serve.add_argument(
         "--allow-module",
@@ -262,12 +261,9 @@ def build_parser() -> _Parser:
         "(repeatable). The server's OPENAI_API_KEY goes only to OPENAI_BASE_URL (or "
         "https://api.openai.com/v1), never to a base_url a flow chooses",
     )
-    serve.add_argument(
-        "--executor",
-        type=_executor_kind,
-        default="async",
-        metavar="async|process|ray|ray://HOST:PORT",
-        help="where items run: the server's event loop (async), a process pool per batch, or Ray",
+    executor_option(
+        serve,
+        "where items run: the server's event loop (async), a process pool per batch, or Ray",
     )
     serve.add_argument(
         "--workers",
@@ -447,11 +443,12 @@ def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         )
         cmd.add_argument("--token", help="the server's bearer token (or POCKETBATCH_TOKEN)")
 
-    def records(cmd: argparse.ArgumentParser) -> None:
+    def records(cmd: argparse.ArgumentParser, *, wait_flag: bool = True) -> None:
         cmd.add_argument("--output", help="where the records go (default: stdout)")
-        cmd.add_argument(
-            "--wait", action="store_true", help="wait for the batch to finish, then its records"
-        )
+        if wait_flag:
+            cmd.add_argument(
+                "--wait", action="store_true", help="wait for the batch to finish, then its records"
+            )
         cmd.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
 
     def submit_options(cmd: argparse.ArgumentParser, *, url: str | None) -> None:
@@ -494,11 +491,8 @@ def _client_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         epilog="exit codes: as submit-batch --wait",
     )
     submit_options(stepflow_submit, url="http://127.0.0.1:7837")
-    stepflow_submit.add_argument("--output", help="where the records go (default: stdout)")
-    stepflow_submit.add_argument(
-        "--no-progress", action="store_true", help="no progress bar while waiting"
-    )
-    stepflow_submit.set_defaults(wait=True)
+    records(stepflow_submit, wait_flag=False)
+    stepflow_submit.set_defaults(wait=True)  # always waits
 
     get = sub.add_parser(
         "get-batch",

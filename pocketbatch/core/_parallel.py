@@ -26,7 +26,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Sized,
 )
 from functools import partial
 from typing import Any
@@ -58,17 +57,6 @@ ItemFn = Callable[[int, T], Awaitable[Any]]
 
 class _Abort(Exception):
     """Internal: a worker's signal to its task group that the pool must stop."""
-
-
-def _workers(items: Iterable[Any] | AsyncIterable[Any], limit: int | None) -> int:
-    """How many worker tasks: ``limit``, but no more than there are items when known.
-
-    ``limit=None`` (unbounded) needs a sized ``items``: one worker per item.
-    """
-    if isinstance(items, Sized):
-        return len(items) if limit is None else min(limit, len(items))
-    assert limit is not None, "an unbounded pool needs its items as a list"
-    return limit
 
 
 async def _pool(
@@ -276,7 +264,7 @@ async def bounded_map(
         assert isinstance(items, list)
         await _gather(fn, items, done=settle)
     else:
-        await _pool(fn, items, workers=_workers(items, limit), done=settle)
+        await _pool(fn, items, workers=limit, done=settle)
     return results
 
 
@@ -324,7 +312,7 @@ async def bounded_stream(
         _pool(
             fn,
             items,
-            workers=_workers(items, limit),
+            workers=limit,
             done=lambda index, result: finished.put_nowait((index, result)),
             start=start,
             window=tokens,

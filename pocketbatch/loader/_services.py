@@ -12,6 +12,7 @@ side have two of everything. httpx is imported when the first client is made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -230,17 +231,19 @@ class RunServices:
         return self.providers.limiter(base, credential_digest(credential))
 
     async def aclose(self) -> None:
-        """Close the clients (and their connections). Idempotent."""
+        """Close the clients (and their connections), the thread pool and what the
+        run owns, last made first; each even when another fails. Idempotent."""
         self._closed = True
         owned, self._owned = list(self._owned.values()), {}
-        for resource in reversed(owned):
-            await resource.aclose()
         threads, self._threads = self._threads, None
-        if threads is not None:  # calls still running (a cancelled run) are not waited for
-            threads.shutdown(wait=False, cancel_futures=True)
         clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        async with contextlib.AsyncExitStack() as closing:  # unwinds last pushed first
+            for client in clients:
+                closing.push_async_callback(client.aclose)
+            if threads is not None:  # calls still running (a cancelled run) are not waited for
+                closing.callback(threads.shutdown, wait=False, cancel_futures=True)
+            for resource in owned:
+                closing.push_async_callback(resource.aclose)
 
     async def __aenter__(self) -> RunServices:
         return self

@@ -378,3 +378,20 @@ async def test_a_proxy_in_the_environment_is_still_used(monkeypatch: pytest.Monk
         client = services.client(None)
         assert not isinstance(client._transport, ShardedTransport)
         assert any(pattern.scheme == "https" for pattern in client._mounts)
+
+
+@pytest.mark.asyncio
+async def test_the_clients_and_threads_close_even_when_an_owned_part_fails() -> None:
+    class Breaks:
+        async def aclose(self) -> None:
+            raise RuntimeError("worker did not stop")
+
+    services = RunServices()
+    client = services.client(None)
+    threads = services.threads()
+    services.owned("hub", Breaks)
+    with pytest.raises(RuntimeError, match="worker did not stop"):
+        await services.aclose()
+    assert client.is_closed
+    with pytest.raises(RuntimeError, match="shutdown"):
+        threads.submit(print)  # the pool was shut down
