@@ -51,7 +51,6 @@ from pocketbatch.loader._python_modules import _first_on_sys_path, _import_from
 
 __all__ = ("StepflowComponent", "stepflow_component", "stepflow_servers")
 
-_ERROR_PREFIX = "TASK_ERROR_CODE_"
 TRANSPORT_RETRIES = 3
 """Stepflow's default ``retry.transportMaxRetries``: a component that exits its worker
 (``sys.exit``) is run again this many times, each with the next ``context.attempt``."""
@@ -208,12 +207,13 @@ class StepflowComponent:
 
 def _classified(exc: Exception) -> ComponentError:
     """The step failure the worker reports for ``exc`` (see the module docstring)."""
-    from stepflow_py.proto.common_pb2 import TaskErrorCode
     from stepflow_py.worker.exceptions import StepflowError
+
+    from pocketbatch.loader._worker_convert import code_name
 
     data: dict[str, Any]
     if isinstance(exc, StepflowError):
-        code = TaskErrorCode.Name(exc.task_error_code).removeprefix(_ERROR_PREFIX)
+        code = code_name(exc.task_error_code)  # as the worker path reads the number
         data = exc.task_error_data()
     else:
         data = {"exception_type": type(exc).__name__}

@@ -242,3 +242,22 @@ def test_import_pocketbatch_imports_neither_msgspec_nor_stepflow_py() -> None:
         check=True,
     )
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("number", "code"), [(0, "WORKER_ERROR"), (99, "WORKER_ERROR"), (5, "UNREACHABLE")]
+)
+def test_a_stepflow_errors_code_number_reads_as_over_the_worker(number: int, code: str) -> None:
+    # The worker sends the number as is; the gRPC path names it with code_name (0 and
+    # numbers without a name: WORKER_ERROR). In-process must name it the same way.
+    from stepflow_py.worker.exceptions import StepflowError
+
+    from pocketbatch.loader._stepflow_inproc import _classified
+    from pocketbatch.loader._worker_convert import code_name
+
+    class Odd(StepflowError):
+        @property
+        def task_error_code(self) -> int:
+            return number
+
+    assert _classified(Odd("odd")).code == code == code_name(number)
