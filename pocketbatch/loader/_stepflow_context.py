@@ -38,10 +38,9 @@ from pocketbatch._errors import ComponentError
 from pocketbatch._result import FlowResult
 from pocketbatch.loader._builtin_blobs import blob_store
 from pocketbatch.loader._component import CallContext
+from pocketbatch.loader._worker_convert import error_code
 
 __all__ = ("InProcessContext", "wire")
-
-_CODE = "TASK_ERROR_CODE_"
 
 
 def wire(value: Any) -> Any:
@@ -240,11 +239,7 @@ def _status(
             item.status = FAILED
             error = result.error
             item.error_message = error.message if error is not None else "skipped"
-            code = error.code if error is not None else "UNSPECIFIED"
-            names = common_pb2.TaskErrorCode.keys()
-            item.error_code = common_pb2.TaskErrorCode.Value(
-                _CODE + str(code) if _CODE + str(code) in names else _CODE + "UNSPECIFIED"
-            )
+            item.error_code = error_code(error.code) if error is not None else 0
         message.results.append(item)
     message.status = FAILED if failed else completed
     message.items.CopyFrom(

@@ -261,3 +261,25 @@ def test_a_stepflow_errors_code_number_reads_as_over_the_worker(number: int, cod
             return number
 
     assert _classified(Odd("odd")).code == code == code_name(number)
+
+
+@pytest.mark.parametrize(
+    ("code", "number"),
+    [("TIMEOUT", "TASK_ERROR_CODE_TIMEOUT"), ("RATE_LIMITED", "TASK_ERROR_CODE_COMPONENT_FAILED")],
+)
+def test_a_sub_run_items_error_code_is_the_one_the_worker_hub_reports(
+    code: str, number: str
+) -> None:
+    # A pocketbatch code TaskErrorCode lacks (RATE_LIMITED, HTTP_ERROR...) reaches a
+    # worker's context as COMPONENT_FAILED (the hub's error_code); in-process the same.
+    from stepflow_py.proto import common_pb2
+
+    from pocketbatch import FlowResult
+    from pocketbatch._result import FlowError
+    from pocketbatch.loader._stepflow_context import _status
+    from pocketbatch.loader._worker_convert import error_code
+
+    failed = FlowResult("failed", error=FlowError(code, "no"))
+    status = _status("run", "flow", {}, 1, [failed], None)
+    assert status["results"][0]["error_code"] == number
+    assert number == common_pb2.TaskErrorCode.Name(error_code(code))
