@@ -29,7 +29,8 @@ other means, ``os._exit`` or a crash in native code, takes the run with it: use 
 worker path for such code.)
 
 A component is found by its ``subpath`` under the route's prefix (by default
-``/<function name>``), path parameters (``{name}``, ``{*rest}``) included. Sync
+``/<function name>``), path parameters (``{name}``, ``{*rest}``) included, a literal
+path before one with parameters (as Stepflow routes a worker's components). Sync
 components run on a worker thread. Nothing here imports msgspec or stepflow_py until
 a routed module has imported them itself.
 """
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,36 +91,23 @@ def stepflow_component(
     servers = stepflow_servers(module)
     if not servers:
         return None
+    from pocketbatch.loader._worker_runtime import match_path
+
+    mounts = [
+        (entry.path or f"/{entry.name}", entry)
+        for server in servers
+        for entry in server.get_components().values()
+    ]
+    found = match_path(mounts, rest)  # as the worker path routes (literal paths win)
+    if found is not None:
+        entry, params = found
+        return StepflowComponent(entry, params, path)
     prefix = path[: len(path) - len(rest)]
-    for server in servers:
-        for entry in server.get_components().values():
-            params = _match(entry.path or f"/{entry.name}", "/" + rest)
-            if params is not None:
-                return StepflowComponent(entry, params, path)
-    for server in servers:
-        choices.extend(
-            prefix + (entry.path or f"/{entry.name}").lstrip("/")
-            for entry in server.get_components().values()
-        )
+    choices.extend(prefix + mount.lstrip("/") for mount, _ in mounts)
     return (
         f"unknown component {path!r}: the StepflowServer of module {module_name!r} has no "
         f"component at {'/' + rest!r}"
     )
-
-
-def _match(pattern: str, subpath: str) -> dict[str, str] | None:
-    """The path parameters when ``subpath`` matches a component's ``pattern``
-    (``/x``, ``/x/{name}``, ``/x/{*rest}``), else ``None``."""
-    regex = ""
-    for part in re.split(r"(\{\*?[A-Za-z_][A-Za-z0-9_]*\})", pattern):
-        if part.startswith("{*"):
-            regex += f"(?P<{part[2:-1]}>.+)"
-        elif part.startswith("{"):
-            regex += f"(?P<{part[1:-1]}>[^/]+)"
-        else:
-            regex += re.escape(part)
-    found = re.fullmatch(regex, subpath)
-    return None if found is None else found.groupdict()
 
 
 def _wants_context(function: Callable[..., Any], params: dict[str, str]) -> bool:

@@ -283,3 +283,24 @@ def test_a_sub_run_items_error_code_is_the_one_the_worker_hub_reports(
     status = _status("run", "flow", {}, 1, [failed], None)
     assert status["results"][0]["error_code"] == number
     assert number == common_pb2.TaskErrorCode.Name(error_code(code))
+
+
+def test_a_literal_path_wins_over_a_catch_all_registered_before_it(tmp_path: Path) -> None:
+    # Stepflow's router (matchit), and so the worker path, prefers /udf to /{*rest}
+    # whatever the order of registration.
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes:\n  /w: {module: catch_all_first}\n", encoding="utf-8"
+    )
+    (tmp_path / "catch_all_first.py").write_text(
+        "from stepflow_py.worker import StepflowServer\n"
+        "server = StepflowServer(include_builtins=False)\n"
+        "@server.component(subpath='{*rest}')\n"
+        "def any_path(input: dict, rest: str) -> dict:\n"
+        "    return {'any': rest}\n"
+        "@server.component\n"
+        "def udf(input: dict) -> dict:\n"
+        "    return {'udf': True}\n",
+        encoding="utf-8",
+    )
+    assert one_step(tmp_path, "/w/udf").run({}).result == {"udf": True}
+    assert one_step(tmp_path, "/w/other/x").run({}).result == {"any": "other/x"}
