@@ -14,7 +14,8 @@ works too), its components run here, in the run's event loop, with no worker pro
   (:class:`~pocketbatch.loader._stepflow_context.InProcessContext`): blobs in the run's
   store, sub-runs through the flow's nested-flow loader;
 * the output is converted back to JSON (``msgspec.to_builtins``, pydantic's
-  ``model_dump``) as the worker sends it (``wire`` again);
+  ``model_dump``) as the worker sends it and the run reads it
+  (:func:`~pocketbatch.loader._stepflow_context.returned`);
 * an exception fails the step with the code the worker gives it (``StepflowError``
   subclasses their own; ``TypeError`` ``INVALID_INPUT``; ``OSError``, ``TimeoutError``,
   ``ConnectionError`` ``RESOURCE_UNAVAILABLE``; others ``COMPONENT_FAILED``), its
@@ -144,7 +145,7 @@ class StepflowComponent:
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         import msgspec
 
-        from pocketbatch.loader._stepflow_context import wire
+        from pocketbatch.loader._stepflow_context import returned, wire
 
         received = wire(input)
         for crashed in range(TRANSPORT_RETRIES + 1):
@@ -161,7 +162,7 @@ class StepflowComponent:
                 output = msgspec.to_builtins(output)
             elif hasattr(output, "model_dump"):
                 output = output.model_dump()
-            return wire(output)
+            return returned(output)
         raise ComponentError(
             "UNREACHABLE",
             f"component {self.path!r} exited its worker (SystemExit: {exit_code}) on each of "

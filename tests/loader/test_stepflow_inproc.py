@@ -304,3 +304,22 @@ def test_a_literal_path_wins_over_a_catch_all_registered_before_it(tmp_path: Pat
     )
     assert one_step(tmp_path, "/w/udf").run({}).result == {"udf": True}
     assert one_step(tmp_path, "/w/other/x").run({}).result == {"any": "other/x"}
+
+
+def test_an_output_is_read_as_the_run_reads_a_workers(tmp_path: Path) -> None:
+    # Over gRPC the hub reads a worker's output with from_value: a whole number past
+    # 64 bits stays a float, NaN is null. In-process gave the 301-digit int and NaN.
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes:\n  /w: {module: big_numbers}\n", encoding="utf-8"
+    )
+    (tmp_path / "big_numbers.py").write_text(
+        "from stepflow_py.worker import StepflowServer\n"
+        "server = StepflowServer(include_builtins=False)\n"
+        "@server.component\n"
+        "def big(input: dict) -> dict:\n"
+        "    return {'big': 1e300, 'nan': float('nan'), 'whole': 3.0}\n",
+        encoding="utf-8",
+    )
+    result = one_step(tmp_path, "/w/big").run({}).result
+    assert result == {"big": 1e300, "nan": None, "whole": 3}
+    assert isinstance(result["big"], float)
