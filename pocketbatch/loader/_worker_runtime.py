@@ -461,8 +461,10 @@ class PluginRuntime:
         """Stop the worker (SIGTERM, then SIGKILL) and fail what is left."""
         self._closing = True
         self._wake()
-        for task in list(self._tasks.values()):
-            self._fail(task, "CANCELLED", "the run has ended")
+        for task in list(self._tasks.values()):  # not a transport failure: no retry
+            self._forget(task)
+            if not task.future.done():
+                task.future.set_exception(ComponentError("CANCELLED", "the run has ended"))
         if self._starting is not None:
             self._starting.cancel()  # a worker still connecting is stopped below
             with contextlib.suppress(BaseException):
