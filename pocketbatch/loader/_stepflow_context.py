@@ -254,7 +254,8 @@ def _status(
             item.status = FAILED
             error = result.error
             item.error_message = error.message if error is not None else "skipped"
-            item.error_code = error_code(error.code) if error is not None else 0
+            code = error_code(error.code) if error is not None else 0  # 0: UNSPECIFIED
+            item.error_code = common_pb2.TaskErrorCode.ValueType(code)
         message.results.append(item)
     message.status = FAILED if failed else completed
     message.items.CopyFrom(
