@@ -19,7 +19,15 @@ import orjson
 
 from pocketbatch._errors import ComponentError
 
-__all__ = ("BlobStore", "BlobType", "MemoryBlobStore", "blob_id", "blob_not_found")
+__all__ = (
+    "BlobStore",
+    "BlobType",
+    "MemoryBlobStore",
+    "blob_id",
+    "blob_not_found",
+    "check_blob_type",
+    "encoded",
+)
 
 BlobType = Literal["data", "flow", "binary"]
 """What a blob holds: a JSON value, a flow (runnable by id), or raw bytes (base64 text)."""
@@ -36,7 +44,30 @@ def blob_id(data: Any) -> str:
         >>> blob_id({"a": 1}) == blob_id({"a": 1.0})
         False
     """
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_PASSTHROUGH_DATACLASS)).hexdigest()
+    return encoded(data)[0]
+
+
+def encoded(data: Any) -> tuple[str, bytes]:
+    """``(blob_id(data), the compact JSON it hashes)``, for a store that keeps the JSON.
+
+    Example:
+        >>> encoded([1, "a"])[1]
+        b'[1,"a"]'
+    """
+    payload = orjson.dumps(data, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+    return hashlib.sha256(payload).hexdigest(), payload
+
+
+def check_blob_type(blob_type: str) -> None:
+    """Raise ``INVALID_INPUT`` unless ``blob_type`` is one of :data:`BLOB_TYPES`.
+
+    Example:
+        >>> check_blob_type("flow")
+    """
+    if blob_type not in BLOB_TYPES:
+        allowed = ", ".join(BLOB_TYPES)
+        message = f"blob_type must be one of {allowed}, not {blob_type!r}"
+        raise ComponentError("INVALID_INPUT", message)
 
 
 def blob_not_found(blob: str) -> ComponentError:
@@ -79,10 +110,7 @@ class MemoryBlobStore:
         self._blobs: dict[str, tuple[Any, BlobType]] = {}
 
     async def put(self, data: Any, blob_type: BlobType = "data") -> str:
-        if blob_type not in BLOB_TYPES:
-            allowed = ", ".join(BLOB_TYPES)
-            message = f"blob_type must be one of {allowed}, not {blob_type!r}"
-            raise ComponentError("INVALID_INPUT", message)
+        check_blob_type(blob_type)
         ref = blob_id(data)
         self._blobs.setdefault(ref, (data, blob_type))
         return ref

@@ -38,6 +38,7 @@ __all__ = (
     "LoaderOptions",
     "PluginFailure",
     "Subflow",
+    "run_each",
 )
 
 
@@ -196,13 +197,13 @@ class CallContext:
                 "INVALID_INPUT", f'step "{self.step_id}": nested flows are not available here'
             )
         sub = self.load_subflow(flow)
-        gate = asyncio.Semaphore(max_concurrency or max(1, len(inputs)))
-
-        async def one(item: Any) -> FlowResult:
-            async with gate:
-                return await sub.run_async(item, variables=self.variables, services=self.services)
-
-        return list(await asyncio.gather(*(one(item) for item in inputs)))
+        return await run_each(
+            sub,
+            inputs,
+            variables=self.variables,
+            services=self.services,
+            max_concurrency=max_concurrency,
+        )
 
 
 class Subflow(Protocol):
@@ -219,6 +220,36 @@ class Subflow(Protocol):
         variables: Mapping[str, Any] | None = None,
         services: RunServices | None = None,
     ) -> FlowResult: ...
+
+
+async def run_each(
+    sub: Subflow,
+    inputs: Sequence[Any],
+    *,
+    variables: Mapping[str, Any],
+    services: RunServices | None,
+    max_concurrency: int | None,
+) -> list[FlowResult]:
+    """Run ``sub`` once per input, at most ``max_concurrency`` at a time (``None`` or
+    0: all at once); one result per input, in input order (what
+    :meth:`CallContext.evaluate_batch` and a worker's ``submit_run`` do).
+
+    Example:
+        >>> import asyncio
+        >>> from pocketbatch import load_flow
+        >>> sub = load_flow("output: {twice: [{$input: n}, {$input: n}]}\\n")
+        >>> runs = run_each(sub, [{"n": 1}, {"n": 2}], variables={}, services=None,
+        ...                 max_concurrency=1)
+        >>> [r.result for r in asyncio.run(runs)]
+        [{'twice': [1, 1]}, {'twice': [2, 2]}]
+    """
+    gate = asyncio.Semaphore(max_concurrency or max(1, len(inputs)))
+
+    async def one(item: Any) -> FlowResult:
+        async with gate:
+            return await sub.run_async(item, variables=variables, services=services)
+
+    return list(await asyncio.gather(*(one(item) for item in inputs)))
 
 
 class Component(Protocol):

@@ -3,7 +3,8 @@
 Imported only when such a component asks for a context (it imports stepflow_py).
 What the worker's context does over gRPC, this one does in the run:
 
-* values cross as over gRPC (:func:`wire`), and
+* values cross as over gRPC (:func:`wire` to the component, :func:`returned` from
+  it), and
   run statuses are ``MessageToDict`` of the worker protocol's messages (whole numbers
   in outputs come back as floats, as the worker's ``GrpcContext`` gives them);
 * ``put_blob``/``get_blob``: the run's blob store (``ctx.services.blobs``; a store for
@@ -38,10 +39,9 @@ from pocketbatch._errors import ComponentError
 from pocketbatch._result import FlowResult
 from pocketbatch.loader._builtin_blobs import blob_store
 from pocketbatch.loader._component import CallContext
+from pocketbatch.loader._worker_convert import error_code, from_value
 
-__all__ = ("InProcessContext", "wire")
-
-_CODE = "TASK_ERROR_CODE_"
+__all__ = ("InProcessContext", "returned", "wire")
 
 
 def wire(value: Any) -> Any:
@@ -56,6 +56,20 @@ def wire(value: Any) -> Any:
         {'a': [1.5, True, None, {'y': 2, 'z': 1}], 'b': 2}
     """
     return _sorted(proto_value_to_python(python_to_proto_value(value)))
+
+
+def returned(value: Any) -> Any:
+    """``value`` sent by a component (an output, a blob, a sub-run's inputs) as the run
+    reads it from a worker: ``python_to_proto_value`` on the worker's side, then the
+    hub's :func:`~pocketbatch.loader._worker_convert.from_value` (whole numbers within
+    64 bits as ints, keys sorted, NaN and infinities as ``None``). (:func:`wire` is the
+    other way: what a component receives, read by stepflow-py.)
+
+    Example:
+        >>> returned({"b": 2.0, "a": 1e300, "c": float("nan")})
+        {'a': 1e+300, 'b': 2, 'c': None}
+    """
+    return from_value(python_to_proto_value(value))
 
 
 def _sorted(value: Any) -> Any:
@@ -89,7 +103,7 @@ class InProcessContext(StepflowContext):
             raise ComponentError(
                 "INVALID_INPUT", "binary blobs are not supported by in-process components"
             )
-        value = wire(msgspec.to_builtins(data))
+        value = returned(msgspec.to_builtins(data))
         return await self.blobs.put(value, blob_type)  # type: ignore[arg-type]
 
     async def get_blob(self, blob_id: str) -> Any:
@@ -120,7 +134,7 @@ class InProcessContext(StepflowContext):
         if flow_id is None:
             raise ValueError("Either flow or flow_id must be provided")
         definition = await self.get_blob(flow_id)
-        items = [wire(item) for item in inputs] if inputs else [{}]
+        items = [returned(item) for item in inputs] if inputs else [{}]
         run_id = str(uuid.uuid4())
         task = asyncio.ensure_future(
             self._run(run_id, flow_id, definition, items, max_concurrency, timeout_secs)
@@ -240,11 +254,8 @@ def _status(
             item.status = FAILED
             error = result.error
             item.error_message = error.message if error is not None else "skipped"
-            code = error.code if error is not None else "UNSPECIFIED"
-            names = common_pb2.TaskErrorCode.keys()
-            item.error_code = common_pb2.TaskErrorCode.Value(
-                _CODE + str(code) if _CODE + str(code) in names else _CODE + "UNSPECIFIED"
-            )
+            code = error_code(error.code) if error is not None else 0  # 0: UNSPECIFIED
+            item.error_code = common_pb2.TaskErrorCode.ValueType(code)
         message.results.append(item)
     message.status = FAILED if failed else completed
     message.items.CopyFrom(

@@ -14,7 +14,8 @@ works too), its components run here, in the run's event loop, with no worker pro
   (:class:`~pocketbatch.loader._stepflow_context.InProcessContext`): blobs in the run's
   store, sub-runs through the flow's nested-flow loader;
 * the output is converted back to JSON (``msgspec.to_builtins``, pydantic's
-  ``model_dump``) as the worker sends it (``wire`` again);
+  ``model_dump``) as the worker sends it and the run reads it
+  (:func:`~pocketbatch.loader._stepflow_context.returned`);
 * an exception fails the step with the code the worker gives it (``StepflowError``
   subclasses their own; ``TypeError`` ``INVALID_INPUT``; ``OSError``, ``TimeoutError``,
   ``ConnectionError`` ``RESOURCE_UNAVAILABLE``; others ``COMPONENT_FAILED``), its
@@ -29,7 +30,8 @@ other means, ``os._exit`` or a crash in native code, takes the run with it: use 
 worker path for such code.)
 
 A component is found by its ``subpath`` under the route's prefix (by default
-``/<function name>``), path parameters (``{name}``, ``{*rest}``) included. Sync
+``/<function name>``), path parameters (``{name}``, ``{*rest}``) included, a literal
+path before one with parameters (as Stepflow routes a worker's components). Sync
 components run on a worker thread. Nothing here imports msgspec or stepflow_py until
 a routed module has imported them itself.
 """
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,6 @@ from pocketbatch.loader._python_modules import _first_on_sys_path, _import_from
 
 __all__ = ("StepflowComponent", "stepflow_component", "stepflow_servers")
 
-_ERROR_PREFIX = "TASK_ERROR_CODE_"
 TRANSPORT_RETRIES = 3
 """Stepflow's default ``retry.transportMaxRetries``: a component that exits its worker
 (``sys.exit``) is run again this many times, each with the next ``context.attempt``."""
@@ -92,36 +92,23 @@ def stepflow_component(
     servers = stepflow_servers(module)
     if not servers:
         return None
+    from pocketbatch.loader._worker_runtime import match_path
+
+    mounts = [
+        (entry.path or f"/{entry.name}", entry)
+        for server in servers
+        for entry in server.get_components().values()
+    ]
+    found = match_path(mounts, rest)  # as the worker path routes (literal paths win)
+    if found is not None:
+        entry, params = found
+        return StepflowComponent(entry, params, path)
     prefix = path[: len(path) - len(rest)]
-    for server in servers:
-        for entry in server.get_components().values():
-            params = _match(entry.path or f"/{entry.name}", "/" + rest)
-            if params is not None:
-                return StepflowComponent(entry, params, path)
-    for server in servers:
-        choices.extend(
-            prefix + (entry.path or f"/{entry.name}").lstrip("/")
-            for entry in server.get_components().values()
-        )
+    choices.extend(prefix + mount.lstrip("/") for mount, _ in mounts)
     return (
         f"unknown component {path!r}: the StepflowServer of module {module_name!r} has no "
         f"component at {'/' + rest!r}"
     )
-
-
-def _match(pattern: str, subpath: str) -> dict[str, str] | None:
-    """The path parameters when ``subpath`` matches a component's ``pattern``
-    (``/x``, ``/x/{name}``, ``/x/{*rest}``), else ``None``."""
-    regex = ""
-    for part in re.split(r"(\{\*?[A-Za-z_][A-Za-z0-9_]*\})", pattern):
-        if part.startswith("{*"):
-            regex += f"(?P<{part[2:-1]}>.+)"
-        elif part.startswith("{"):
-            regex += f"(?P<{part[1:-1]}>[^/]+)"
-        else:
-            regex += re.escape(part)
-    found = re.fullmatch(regex, subpath)
-    return None if found is None else found.groupdict()
 
 
 def _wants_context(function: Callable[..., Any], params: dict[str, str]) -> bool:
@@ -158,7 +145,7 @@ class StepflowComponent:
     async def __call__(self, input: Any, ctx: CallContext, /) -> Any:
         import msgspec
 
-        from pocketbatch.loader._stepflow_context import wire
+        from pocketbatch.loader._stepflow_context import returned, wire
 
         received = wire(input)
         for crashed in range(TRANSPORT_RETRIES + 1):
@@ -175,7 +162,7 @@ class StepflowComponent:
                 output = msgspec.to_builtins(output)
             elif hasattr(output, "model_dump"):
                 output = output.model_dump()
-            return wire(output)
+            return returned(output)
         raise ComponentError(
             "UNREACHABLE",
             f"component {self.path!r} exited its worker (SystemExit: {exit_code}) on each of "
@@ -208,12 +195,13 @@ class StepflowComponent:
 
 def _classified(exc: Exception) -> ComponentError:
     """The step failure the worker reports for ``exc`` (see the module docstring)."""
-    from stepflow_py.proto.common_pb2 import TaskErrorCode
     from stepflow_py.worker.exceptions import StepflowError
+
+    from pocketbatch.loader._worker_convert import code_name
 
     data: dict[str, Any]
     if isinstance(exc, StepflowError):
-        code = TaskErrorCode.Name(exc.task_error_code).removeprefix(_ERROR_PREFIX)
+        code = code_name(exc.task_error_code)  # as the worker path reads the number
         data = exc.task_error_data()
     else:
         data = {"exception_type": type(exc).__name__}

@@ -44,7 +44,7 @@ from stepflow_py.proto import (
 from pocketbatch._errors import ComponentError, PocketbatchError
 from pocketbatch._result import FlowResult
 from pocketbatch.loader._blobs import BlobStore
-from pocketbatch.loader._component import CallContext
+from pocketbatch.loader._component import CallContext, run_each
 from pocketbatch.loader._services import RunServices
 from pocketbatch.loader._worker_config import WorkerPlugin
 from pocketbatch.loader._worker_convert import error_code, from_value, task_error, to_value
@@ -175,24 +175,22 @@ class WorkerHub:
             **ctx.variables,
             **{k: from_value(v) for k, v in run_request.variables.items()},
         }
-        limit = asyncio.Semaphore(
-            run_request.max_concurrency if run_request.HasField("max_concurrency") else 10
+        whole = run_each(
+            flow,
+            inputs,
+            variables=variables,
+            services=ctx.services,
+            max_concurrency=(
+                run_request.max_concurrency if run_request.HasField("max_concurrency") else 10
+            ),  # Stepflow's default
         )
-
-        async def one(item: Any) -> FlowResult:
-            async with limit:
-                return await flow.run_async(item, variables=variables, services=ctx.services)
-
-        async def whole() -> list[FlowResult]:
-            return list(await asyncio.gather(*(one(item) for item in inputs)))
-
         name = flow_data.get("name") if isinstance(flow_data, dict) else None
         run = _SubRun(
             str(uuid.uuid4()),
             run_request.flow_id,
             name if isinstance(name, str) else None,
             request.root_run_id,
-            asyncio.create_task(whole()),
+            asyncio.create_task(whole),
             _now(),
         )
         self._runs[run.run_id] = run

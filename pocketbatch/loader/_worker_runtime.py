@@ -29,14 +29,16 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from stepflow_py.proto import common_pb2, tasks_pb2
 
 from pocketbatch._errors import ComponentError
 from pocketbatch.loader._worker_config import WorkerPlugin
 
-__all__ = ("PluginRuntime", "TransportFailure", "match_component")
+__all__ = ("PluginRuntime", "TransportFailure", "match_component", "match_path")
+
+_T = TypeVar("_T")
 
 HEARTBEAT_TIMEOUT = 5.0
 """Seconds a claimed task may go without a heartbeat (Stepflow's value)."""
@@ -115,15 +117,27 @@ def match_component(
         >>> match_component(infos, "/udf"), match_component(infos, "core/a/b")
         (('udf', {}), ('h', {'rest': 'a/b'}))
     """
-    found: list[tuple[int, str, dict[str, str]]] = []
-    for info in components:
-        params = _segments_match(info.path or f"/{info.component_id}", subpath)
+    return match_path(((info.path or f"/{info.component_id}", info.component_id)
+                       for info in components), subpath)  # fmt: skip
+
+
+def match_path(mounts: Iterable[tuple[str, _T]], subpath: str) -> tuple[_T, dict[str, str]] | None:
+    """``(what, path_params)`` of the first ``(pattern, what)`` mounted at ``subpath``
+    with the fewest path parameters (literal paths win, as in Stepflow's router).
+
+    Example:
+        >>> match_path([("/{*rest}", "any"), ("/udf", "udf")], "/udf")
+        ('udf', {})
+    """
+    found: list[tuple[int, _T, dict[str, str]]] = []
+    for pattern, what in mounts:
+        params = _segments_match(pattern, subpath)
         if params is not None:
-            found.append((len(params), info.component_id, params))
+            found.append((len(params), what, params))
     if not found:
         return None
-    _, component_id, params = min(found, key=lambda f: f[0])
-    return component_id, params
+    _, what, params = min(found, key=lambda f: f[0])
+    return what, params
 
 
 class PluginRuntime:
@@ -447,8 +461,10 @@ class PluginRuntime:
         """Stop the worker (SIGTERM, then SIGKILL) and fail what is left."""
         self._closing = True
         self._wake()
-        for task in list(self._tasks.values()):
-            self._fail(task, "CANCELLED", "the run has ended")
+        for task in list(self._tasks.values()):  # not a transport failure: no retry
+            self._forget(task)
+            if not task.future.done():
+                task.future.set_exception(ComponentError("CANCELLED", "the run has ended"))
         if self._starting is not None:
             self._starting.cancel()  # a worker still connecting is stopped below
             with contextlib.suppress(BaseException):

@@ -20,8 +20,7 @@ from typing import Any, cast
 
 import orjson
 
-from pocketbatch._errors import ComponentError
-from pocketbatch.loader._blobs import BLOB_TYPES, BlobType, blob_id, blob_not_found
+from pocketbatch.loader._blobs import BlobType, blob_not_found, check_blob_type, encoded
 
 __all__ = ("SqliteBlobStore",)
 
@@ -70,12 +69,8 @@ class SqliteBlobStore:
         return self._conn
 
     async def put(self, data: Any, blob_type: BlobType = "data") -> str:
-        if blob_type not in BLOB_TYPES:
-            allowed = ", ".join(BLOB_TYPES)
-            message = f"blob_type must be one of {allowed}, not {blob_type!r}"
-            raise ComponentError("INVALID_INPUT", message)
-        ref = blob_id(data)
-        payload = orjson.dumps(data)
+        check_blob_type(blob_type)
+        ref, payload = encoded(data)  # the JSON is hashed and stored: made once
         await asyncio.to_thread(self._put, ref, blob_type, payload)
         return ref
 

@@ -242,3 +242,84 @@ def test_import_pocketbatch_imports_neither_msgspec_nor_stepflow_py() -> None:
         check=True,
     )
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("number", "code"), [(0, "WORKER_ERROR"), (99, "WORKER_ERROR"), (5, "UNREACHABLE")]
+)
+def test_a_stepflow_errors_code_number_reads_as_over_the_worker(number: int, code: str) -> None:
+    # The worker sends the number as is; the gRPC path names it with code_name (0 and
+    # numbers without a name: WORKER_ERROR). In-process must name it the same way.
+    from stepflow_py.worker.exceptions import StepflowError
+
+    from pocketbatch.loader._stepflow_inproc import _classified
+    from pocketbatch.loader._worker_convert import code_name
+
+    class Odd(StepflowError):
+        @property
+        def task_error_code(self) -> int:
+            return number
+
+    assert _classified(Odd("odd")).code == code == code_name(number)
+
+
+@pytest.mark.parametrize(
+    ("code", "number"),
+    [("TIMEOUT", "TASK_ERROR_CODE_TIMEOUT"), ("RATE_LIMITED", "TASK_ERROR_CODE_COMPONENT_FAILED")],
+)
+def test_a_sub_run_items_error_code_is_the_one_the_worker_hub_reports(
+    code: str, number: str
+) -> None:
+    # A pocketbatch code TaskErrorCode lacks (RATE_LIMITED, HTTP_ERROR...) reaches a
+    # worker's context as COMPONENT_FAILED (the hub's error_code); in-process the same.
+    from stepflow_py.proto import common_pb2
+
+    from pocketbatch import FlowResult
+    from pocketbatch._result import FlowError
+    from pocketbatch.loader._stepflow_context import _status
+    from pocketbatch.loader._worker_convert import error_code
+
+    failed = FlowResult("failed", error=FlowError(code, "no"))
+    status = _status("run", "flow", {}, 1, [failed], None)
+    assert status["results"][0]["error_code"] == number
+    assert number == common_pb2.TaskErrorCode.Name(error_code(code))
+
+
+def test_a_literal_path_wins_over_a_catch_all_registered_before_it(tmp_path: Path) -> None:
+    # Stepflow's router (matchit), and so the worker path, prefers /udf to /{*rest}
+    # whatever the order of registration.
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes:\n  /w: {module: catch_all_first}\n", encoding="utf-8"
+    )
+    (tmp_path / "catch_all_first.py").write_text(
+        "from stepflow_py.worker import StepflowServer\n"
+        "server = StepflowServer(include_builtins=False)\n"
+        "@server.component(subpath='{*rest}')\n"
+        "def any_path(input: dict, rest: str) -> dict:\n"
+        "    return {'any': rest}\n"
+        "@server.component\n"
+        "def udf(input: dict) -> dict:\n"
+        "    return {'udf': True}\n",
+        encoding="utf-8",
+    )
+    assert one_step(tmp_path, "/w/udf").run({}).result == {"udf": True}
+    assert one_step(tmp_path, "/w/other/x").run({}).result == {"any": "other/x"}
+
+
+def test_an_output_is_read_as_the_run_reads_a_workers(tmp_path: Path) -> None:
+    # Over gRPC the hub reads a worker's output with from_value: a whole number past
+    # 64 bits stays a float, NaN is null. In-process gave the 301-digit int and NaN.
+    (tmp_path / "pocketbatch.yaml").write_text(
+        "routes:\n  /w: {module: big_numbers}\n", encoding="utf-8"
+    )
+    (tmp_path / "big_numbers.py").write_text(
+        "from stepflow_py.worker import StepflowServer\n"
+        "server = StepflowServer(include_builtins=False)\n"
+        "@server.component\n"
+        "def big(input: dict) -> dict:\n"
+        "    return {'big': 1e300, 'nan': float('nan'), 'whole': 3.0}\n",
+        encoding="utf-8",
+    )
+    result = one_step(tmp_path, "/w/big").run({}).result
+    assert result == {"big": 1e300, "nan": None, "whole": 3}
+    assert isinstance(result["big"], float)

@@ -70,3 +70,17 @@ async def test_one_unclaimed_task_per_worker_and_requeue_when_it_goes() -> None:
         assert runtime.heartbeat("t1", "w2") is None  # done: unknown now
     finally:
         await runtime.aclose()
+
+
+@pytest.mark.asyncio
+async def test_the_run_ending_cancels_a_waiting_task_without_a_transport_retry() -> None:
+    # A TransportFailure is retried by the caller (a backoff sleep, a worker restart):
+    # the end of the run is no such failure.
+    runtime = PluginRuntime(IDLE, "127.0.0.1:1")
+    waiting = asyncio.create_task(runtime.submit(_task(runtime, "t1"), 30))
+    await asyncio.sleep(0)
+    await runtime.aclose()
+    with pytest.raises(ComponentError) as info:
+        await waiting
+    assert (info.value.code, info.value.message) == ("CANCELLED", "the run has ended")
+    assert not isinstance(info.value, TransportFailure)
