@@ -47,6 +47,29 @@ fake_provider = benchmark_module("fake_provider")
 
 USAGE: dict[str, int] = fake_provider.SCRIPTED_USAGE
 
+# A one-step /builtin/openai flow asking the input's ``q`` (its base URL from the
+# ``openai_base_url`` variable or the environment) ...
+CHAT_FLOW = """
+steps:
+  - id: chat
+    component: /builtin/openai
+    input:
+      messages: [{role: user, content: {$input: q}}]
+output: {$step: chat, path: response}
+"""
+# ... and the same with the base URL in the input (``base_url``), as a server's
+# submitters send it.
+CHAT_FLOW_TO_INPUT_URL = """
+steps:
+  - id: chat
+    component: /builtin/openai
+    input:
+      messages: [{role: user, content: {$input: q}}]
+      base_url: {$input: base_url}
+      api_key: sk-test
+output: {$step: chat, path: response}
+"""
+
 
 class FakeLLM:
     """What a test sees of the scripted provider (a ``fake_provider.ScriptedProvider``)."""

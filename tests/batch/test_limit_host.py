@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _fake_llm import FakeLLM, fake_llm
+from _fake_llm import CHAT_FLOW, FakeLLM, fake_llm
 from _support import FakeTime
 
 from pocketbatch import load_flow
@@ -25,15 +25,6 @@ from pocketbatch.batch._executors import ProcessExecutor
 from pocketbatch.core import Usage
 from pocketbatch.loader._providers import ProviderLimiters
 from pocketbatch.loader._services import RetryPolicy, ServiceSettings
-
-FLOW = """
-steps:
-  - id: chat
-    component: /builtin/openai
-    input:
-      messages: [{role: user, content: {$input: q}}]
-output: {$step: chat, path: response}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +58,7 @@ async def run(
     *,
     settings: ServiceSettings | None = None,
 ) -> tuple[list[Any], Usage]:
-    flow = load_flow(FLOW, variables={"openai_base_url": fake.base_url})
+    flow = load_flow(CHAT_FLOW, variables={"openai_base_url": fake.base_url})
     usage = Usage()
     executor = ProcessExecutor(flow, max_workers=2, services=settings, limiters=limiters)
     results = await evaluate_batch(
@@ -96,7 +87,7 @@ async def test_two_process_workers_stay_within_one_hand_set_budget(fake: FakeLLM
 async def test_a_budget_given_as_settings_is_shared_too(fake: FakeLLM) -> None:
     """``--requests-per-minute`` (ServiceSettings) sets the executor's own limiters:
     2 workers, 3 a minute, 3 items: all 3 go at once, none waits, and a 4th would."""
-    flow = load_flow(FLOW, variables={"openai_base_url": fake.base_url})
+    flow = load_flow(CHAT_FLOW, variables={"openai_base_url": fake.base_url})
     executor = ProcessExecutor(flow, max_workers=2, services=ServiceSettings(requests_per_minute=3))
     async with executor:
         for i in range(3):

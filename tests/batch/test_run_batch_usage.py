@@ -9,25 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _fake_llm import fake_llm
+from _fake_llm import CHAT_FLOW, fake_llm
 from _support import write_lines
 
 from pocketbatch.batch._progress import Progress
 from pocketbatch.core import Usage
 
-FLOW = """
-steps:
-  - id: chat
-    component: /builtin/openai
-    input:
-      messages: [{role: user, content: {$input: q}}]
-output: {$step: chat, path: response}
-"""
-
 
 def run_batch(tmp_path: Path, *args: str, base_url: str) -> subprocess.CompletedProcess[str]:
     flow = tmp_path / "flow.yaml"
-    flow.write_text(FLOW, encoding="utf-8")
+    flow.write_text(CHAT_FLOW, encoding="utf-8")
     inputs = write_lines(tmp_path / "in.jsonl", [{"q": str(i)} for i in range(8)])
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}

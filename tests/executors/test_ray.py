@@ -670,21 +670,11 @@ def test_the_readmes_cookbook_batch_on_ray_matches_async(tmp_path: Path) -> None
 # -- limits set by hand, usage (issue 12) ---------------------------------------------------
 
 
-LLM_FLOW = """
-steps:
-  - id: chat
-    component: /builtin/openai
-    input:
-      messages: [{role: user, content: {$input: q}}]
-output: {$step: chat, path: response}
-"""
-
-
 def test_hand_set_limits_reach_the_actors_and_their_usage_comes_back(tmp_path: Path) -> None:
     """``requests_per_minute`` (the CLI's --requests-per-minute) reaches each actor as
     its share of the budget, and so does the config's ``providers:`` limit; the
     items' requests, tokens, 429s and retries come back to the driver."""
-    from _fake_llm import USAGE, fake_llm
+    from _fake_llm import CHAT_FLOW, USAGE, fake_llm
 
     from pocketbatch.core import Usage
     from pocketbatch.loader._services import ServiceSettings
@@ -695,7 +685,7 @@ def test_hand_set_limits_reach_the_actors_and_their_usage_comes_back(tmp_path: P
             f"providers:\n  {fake.base_url}:\n    tokens_per_minute: 100000\n", encoding="utf-8"
         )
         flow_file = tmp_path / "flow.yaml"
-        flow_file.write_text(LLM_FLOW, encoding="utf-8")
+        flow_file.write_text(CHAT_FLOW, encoding="utf-8")
         flow = load_flow(flow_file, variables={"openai_base_url": fake.base_url})
         executor = RayExecutor(
             flow, workers=2, chunk_size=2, services=ServiceSettings(requests_per_minute=6000)

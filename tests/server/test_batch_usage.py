@@ -9,20 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from _fake_llm import USAGE, fake_llm
+from _fake_llm import CHAT_FLOW_TO_INPUT_URL, USAGE, fake_llm
 
 from pocketbatch.server import ServerSettings, create_app
-
-CHAT = """
-steps:
-  - id: chat
-    component: /builtin/openai
-    input:
-      messages: [{role: user, content: {$input: q}}]
-      base_url: {$input: base_url}
-      api_key: sk-test
-output: {$step: chat, path: response}
-"""
 
 
 async def _status(settings: ServerSettings, submit: dict[str, Any] | None, batch: str = "") -> Any:
@@ -46,7 +35,7 @@ async def test_batch_status_has_its_usage_and_keeps_it(tmp_path: Path) -> None:
         allow = frozenset({f"127.0.0.1:{fake.port}"})
         settings = ServerSettings(db=tmp_path / "pb.db", allow_hosts=allow)
         inputs = [{"q": str(i), "base_url": fake.base_url} for i in range(10)]
-        submit = {"flow": CHAT, "inputs": inputs, "max_concurrent": 2}
+        submit = {"flow": CHAT_FLOW_TO_INPUT_URL, "inputs": inputs, "max_concurrent": 2}
         batch, view = await _status(settings, submit)
         connections = fake.connections
     assert view["status"] == "completed"

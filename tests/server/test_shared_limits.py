@@ -16,22 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from _fake_llm import FakeLLM, fake_llm
+from _fake_llm import CHAT_FLOW_TO_INPUT_URL, FakeLLM, fake_llm
 from _support import FakeTime
 
 from pocketbatch.loader._services import ServiceSettings
 from pocketbatch.server import ServerSettings, create_app
-
-CHAT = """
-steps:
-  - id: chat
-    component: /builtin/openai
-    input:
-      messages: [{role: user, content: {$input: q}}]
-      base_url: {$input: base_url}
-      api_key: sk-test
-output: {$step: chat, path: response}
-"""
 
 
 def within(stamps: list[float], start: float, burst: float, per_minute: float) -> bool:
@@ -57,7 +46,8 @@ async def _batches(
             for size in sizes:
                 inputs = [{"q": str(i), "base_url": fake.base_url} for i in range(size)]
                 r = await client.post(
-                    "/api/v1/batches", json={"flow": CHAT, "inputs": inputs, "max_concurrent": 4}
+                    "/api/v1/batches",
+                    json={"flow": CHAT_FLOW_TO_INPUT_URL, "inputs": inputs, "max_concurrent": 4},
                 )
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["batch_id"])
@@ -66,7 +56,11 @@ async def _batches(
             )
             views = [(await client.get(f"/api/v1/batches/{b}")).json() for b in ids]
             run = await client.post(
-                "/api/v1/runs", json={"flow": CHAT, "input": {"q": "x", "base_url": fake.base_url}}
+                "/api/v1/runs",
+                json={
+                    "flow": CHAT_FLOW_TO_INPUT_URL,
+                    "input": {"q": "x", "base_url": fake.base_url},
+                },
             )
             return views, run.json()
 
